@@ -1,0 +1,56 @@
+"""`lab`: the command line. Errors a user can meet print one paragraph and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lab import __version__
+from lab.errors import LabError
+
+
+def _cmd_case(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from lab.contract import EXIT_BAD_SPEC, load_spec
+    from lab.sandbox.case import run_attempt
+
+    try:
+        spec = load_spec(args.spec)
+    except (OSError, ValueError, ValidationError) as e:
+        print(f"lab case: bad attempt spec {args.spec}: {e}", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    result = run_attempt(spec, echo=args.verbose)
+    print(f"lab case: {spec.case.id} attempt {spec.attempt} ({spec.rung}): {result.outcome}"
+          + (f" in {result.phase}: {result.reason}" if result.reason else ""), file=sys.stderr)  # fmt: skip
+    return result.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lab.host import commands
+
+    p = argparse.ArgumentParser(prog="lab", description="Nightly Lab: reproducible GPU serving nightlies")
+    p.add_argument("--version", action="version", version=f"lab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("case", help="sandbox side: run one attempt of one case from its spec")
+    s.add_argument("spec")
+    s.add_argument("-v", "--verbose", action="store_true", help="echo the server's log")
+    s.set_defaults(func=_cmd_case)
+    commands.add_host_commands(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LabError as e:
+        print(f"lab {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Suite and case schema, loading and validation.
+
+A suite file is a superset of sglang's `comparison_configs.json`: that file loads unchanged, and
+the lab's own keys are optional. Keys starting with `_` are comments. Unknown keys are rejected
+(they are usually typos), and every error names the file, the case id and the field."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lab.errors import ConfigError
+
+Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
+RUNNABLE_FRAMEWORKS = ("sglang", "vllm-omni", "lightx2v", "reference", "custom")
+KNOWN_FRAMEWORKS = (*RUNNABLE_FRAMEWORKS, "comfyui")  # comfyui: loads, is reported unsupported
+VIDEO_TASKS = ("text-to-video", "image-to-video", "text-image-to-video")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Rung(_Strict):
+    """One step of the degrade ladder: flags that replace their values in serve_args."""
+
+    name: str
+    args: str = ""  # split like a shell, as serve_args
+    num_gpus: int | None = None  # the attempt needs this many GPUs (e.g. cfg-parallel 2)
+    skip_if_args: str | None = None  # skip the rung when serve_args already hold these flags
+
+    @property
+    def arg_list(self) -> list[str]:
+        return shlex.split(self.args)
+
+
+class FrameworkConfig(_Strict):
+    serve_args: str = ""
+    extra_env: dict[str, str] = Field(default_factory=dict)
+    image: str | None = None  # lab: overrides the case's / suite's image for this framework
+    ladder: list[Rung] | None = None  # lab: replaces the framework's default ladder
+    # lightx2v
+    model_cls: str | None = None
+    lightx2v_task: str | None = None
+    config_json: str | None = None
+    model_path: str | None = None
+    # custom: any other server
+    command: str | None = None
+    health_path: str = "/health"
+    ready_path: str | None = None
+    request: Literal["image", "video", "none"] | None = None
+    # comfyui (sglang's config has it; the lab reports it as unsupported)
+    comfy_root: str | None = None
+    python_bin: str | None = None
+    workflow_vars: dict[str, Any] | None = None
+
+    @property
+    def serve_arg_list(self) -> list[str]:
+        return shlex.split(self.serve_args)
+
+
+class Case(_Strict):
+    id: str
+    kind: Literal["comparison", "test"] = "comparison"
+    model: str = ""
+    task: Task = "text-to-image"
+    prompt: str = ""
+    width: int = Field(1024, gt=0)
+    height: int = Field(1024, gt=0)
+    seed: int = 42
+    num_gpus: int = Field(1, ge=0)
+    reference_image: bool = False
+    num_frames: int | None = Field(None, gt=0)
+    fps: int | None = Field(None, gt=0)
+    num_inference_steps: int | None = Field(None, gt=0)
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    sglang_request_extra: dict[str, Any] | None = None
+    comfyui_workflow: str | None = None
+    frameworks: dict[str, FrameworkConfig] = Field(default_factory=dict)
+    # lab keys, all optional
+    image: str | None = None
+    startup_timeout_s: float | None = Field(None, gt=0)
+    request_timeout_s: float | None = Field(None, gt=0)
+    ladder: list[Rung] | None = None
+    vram_gib: float | None = Field(None, gt=0)
+    suite: str | None = None
+    est_time_s: float = Field(300.0, gt=0)
+    aliases: list[str] = Field(default_factory=list)
+    fatal_patterns: list[str] = Field(default_factory=list)
+    warmup_requests: int | None = Field(None, ge=0)
+    measurement_repeats: int | None = Field(None, ge=1)
+    memory_limit_mib: int | None = Field(None, gt=0)  # host RAM cap of the sandbox
+    # kind "test": a command run in the sandbox instead of a server
+    command: str | None = None
+    workdir: str | None = None
+    junit_path: str | None = None  # where the command writes its JUnit file (relative to out dir)
+
+    @field_validator("frameworks")
+    @classmethod
+    def _known_frameworks(cls, v: dict[str, FrameworkConfig]) -> dict[str, FrameworkConfig]:
+        for name in v:
+            if name not in KNOWN_FRAMEWORKS:
+                raise ValueError(
+                    f"unknown framework {name!r}; known: {', '.join(KNOWN_FRAMEWORKS)}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Case:
+        if self.kind == "test":
+            if not self.command:
+                raise ValueError("a case of kind 'test' needs 'command'")
+        else:
+            if not self.model:
+                raise ValueError("field 'model' is required")
+            if not self.frameworks:
+                raise ValueError("field 'frameworks' needs at least one framework")
+            custom = self.frameworks.get("custom")
+            if custom is not None and not custom.command:
+                raise ValueError("framework 'custom' needs 'command'")
+        return self
+
+    @property
+    def is_video(self) -> bool:
+        return self.task in VIDEO_TASKS
+
+    @property
+    def needs_image_input(self) -> bool:
+        return self.reference_image or self.task in ("image-edit", "image-to-video")
+
+    @property
+    def runnable_frameworks(self) -> list[str]:
+        return [f for f in self.frameworks if f in RUNNABLE_FRAMEWORKS]
+
+    def names(self) -> list[str]:
+        """Every name a user may type for this case: id, aliases, model id."""
+        return [self.id, *self.aliases, *([self.model] if self.model else [])]
+
+
+class RegressionPolicy(_Strict):
+    threshold_pct: float = 5.0
+    window: int = Field(5, ge=1)
+
+
+class Suite(_Strict):
+    measurement_repeats: int = Field(3, ge=1)
+    test_image_url: str | None = None
+    cases: list[Case]
+    # lab keys
+    suite: str | None = None
+    include: list[str] = Field(default_factory=list)  # other suite files whose cases join this one
+    image: str | None = None
+    test_image_path: str | None = None  # local file used for reference_image cases
+    warmup_requests: int = Field(1, ge=0)
+    startup_timeout_s: float = Field(2400.0, gt=0)
+    request_timeout_s: float = Field(1200.0, gt=0)
+    ladders: dict[str, list[Rung]] | None = None  # per framework, replaces the adapter's default
+    model_cache: str | None = None  # host folder mounted read-only into every sandbox
+    cpu_concurrency: int = Field(2, ge=1)  # CPU-only cases run at most this many at once
+    shm_size: str = "2g"
+    ipc_mode: str | None = None
+    regression: RegressionPolicy = Field(default_factory=RegressionPolicy)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Suite:
+        seen: dict[str, str] = {}
+        for case in self.cases:
+            if case.id in seen:
+                raise ValueError(f"case id {case.id!r} appears twice")
+            seen[case.id] = case.id
+        return self
+
+
+class LoadedSuite(BaseModel):
+    """A validated suite plus where it came from (for provenance and `{config_dir}`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    suite: Suite
+    sha256: str
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path.parent
+
+    def case(self, case_id: str) -> Case:
+        for c in self.suite.cases:
+            if c.id == case_id:
+                return c
+        raise KeyError(case_id)
+
+    def case_json(self, case_id: str) -> dict[str, Any]:
+        return self.case(case_id).model_dump(mode="json", exclude_defaults=True)
+
+
+def _strip_comments(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_comments(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, list):
+        return [_strip_comments(v) for v in obj]
+    return obj
+
+
+def _error_location(raw: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str | None, str | None]:
+    """Turn a pydantic error location into (case id, dotted field)."""
+    if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+        cases = raw.get("cases") or []
+        case_id = None
+        if loc[1] < len(cases) and isinstance(cases[loc[1]], dict):
+            case_id = str(cases[loc[1]].get("id") or f"#{loc[1]}")
+        field = ".".join(str(p) for p in loc[2:]) or None
+        return case_id or f"#{loc[1]}", field
+    return None, ".".join(str(p) for p in loc) or None
+
+
+def parse_suite(raw: Any, path: Path) -> Suite:
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), None, None, "the top level must be a JSON object")
+    raw = _strip_comments(raw)
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        case_id, field = _error_location(raw, tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+        more = f" (and {len(e.errors()) - 1} more error(s))" if len(e.errors()) > 1 else ""
+        raise ConfigError(str(path), case_id, field, msg + more) from None
+
+
+def _read_suite(path: Path) -> tuple[Suite, bytes]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), None, None, f"cannot read: {e.strerror}") from None
+    try:
+        raw = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(path), None, None, f"not valid JSON: {e}") from None
+    return parse_suite(raw, path), data
+
+
+def load_suite(path: str | Path) -> LoadedSuite:
+    """Load and validate a suite and the suites it includes (their cases join; the top file's
+    settings hold). The SHA-256 covers every file read."""
+    import hashlib
+
+    path = Path(path).resolve()
+    suite, data = _read_suite(path)
+    digest = hashlib.sha256(data)
+    cases = list(suite.cases)
+    for inc in suite.include:
+        inc_path = (path.parent / inc).resolve()
+        if inc_path == path:
+            raise ConfigError(str(path), None, "include", "a suite cannot include itself")
+        included, inc_data = _read_suite(inc_path)
+        if included.include:
+            raise ConfigError(str(inc_path), None, "include", "included suites cannot include more")
+        digest.update(inc_data)
+        cases.extend(included.cases)
+    try:
+        suite = Suite.model_validate({**suite.model_dump(exclude={"cases"}), "cases": cases})
+    except ValidationError as e:
+        raise ConfigError(str(path), None, "include", e.errors()[0]["msg"]) from None
+    return LoadedSuite(path=path, suite=suite, sha256=digest.hexdigest())

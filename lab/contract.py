@@ -1,0 +1,167 @@
+"""The contract between host and sandbox: the attempt spec (host -> `lab case`) and the attempt
+result (`lab case` -> host). Both are JSON files; nothing else crosses the sandbox boundary."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.config import Case
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+SPEC_FILE = "spec.json"
+
+
+class Outcome(StrEnum):
+    passed = "passed"
+    degraded = "degraded"  # case level only: passed on a later rung of the ladder
+    oom = "oom"
+    crashed = "crashed"
+    timeout = "timeout"
+    bad_response = "bad_response"
+    infra_error = "infra_error"
+    skipped = "skipped"
+    interrupted = "interrupted"
+
+
+class Phase(StrEnum):
+    setup = "setup"
+    startup = "startup"
+    warmup = "warmup"
+    measure = "measure"
+    compare = "compare"
+    teardown = "teardown"
+
+
+# Exit codes of `lab case`.
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_BAD_SPEC = 2
+EXIT_OOM = 3
+
+
+def exit_code_for(outcome: Outcome) -> int:
+    if outcome is Outcome.passed:
+        return EXIT_PASSED
+    if outcome is Outcome.oom:
+        return EXIT_OOM
+    return EXIT_FAILED
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Ballast(_Model):
+    """Hold all but `keep_gib` of each listed GPU before the server starts (VRAM emulation)."""
+
+    keep_gib: float
+    devices: list[int]
+
+
+class AttemptSpec(_Model):
+    """Everything `lab case` needs to run one attempt of one case, written by the host."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    case: Case
+    frameworks: list[str]  # run in this order; the first is the baseline of the comparison
+    attempt: int = 1
+    rung: str = "as-configured"
+    # Flags the ladder adds; they replace a value already in serve_args instead of repeating it.
+    extra_args: dict[str, list[str]] = Field(default_factory=dict)
+    num_gpus: int = 0
+    gpus: list[int] = Field(default_factory=list)  # host indices, for the record
+    gpu_uuids: list[str] = Field(default_factory=list)  # what NVML and CUDA_VISIBLE_DEVICES use
+    vram_gib: float | None = None
+    ballast: Ballast | None = None
+    warmup_requests: int = 1
+    measurement_repeats: int = 3
+    startup_timeout_s: float = 2400.0
+    request_timeout_s: float = 1200.0
+    host: str = "127.0.0.1"
+    port: int = 30000
+    out_dir: str  # result.json, artifacts and perf dumps go here
+    log_dir: str
+    config_dir: str
+    test_image_path: str | None = None
+    secret_env_names: list[str] = Field(default_factory=list)
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.out_dir) / RESULT_FILE
+
+    def log_path(self, framework: str) -> Path:
+        return Path(self.log_dir) / f"{self.case.id}__{framework}__a{self.attempt}.log"
+
+
+class Telemetry(_Model):
+    peak_gpu_memory_mib: float | None = None  # the server's process tree, all devices
+    # whole device (all processes), keyed by the position in the attempt's GPU list
+    peak_gpu_memory_per_device_mib: dict[str, float] | None = None
+    peak_host_rss_mib: float | None = None
+    samples: int = 0
+    gpu_free_after_s: float | None = None  # kill -> no PID of the server left in NVML
+
+
+class FrameworkResult(_Model):
+    framework: str
+    outcome: Outcome
+    phase: Phase | None = None
+    reason: str = ""
+    exit_code: int | None = None  # the server's, when it exited
+    command: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # secrets redacted
+    log_path: str = ""
+    log_tail: list[str] = Field(default_factory=list)
+    latency_s: float | None = None
+    latency_samples_s: list[float] = Field(default_factory=list)
+    measurement_count: int = 0
+    first_request_latency_s: float | None = None
+    server_latency_s: float | None = None
+    server_stage_medians_ms: dict[str, float] | None = None
+    median_denoise_step_ms: float | None = None
+    phase_timings_s: dict[str, float] = Field(default_factory=dict)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    artifact: str | None = None
+    speedup_vs_baseline: float | None = None
+    psnr_vs_baseline_db: float | None = None
+    fatal_line_at: float | None = None  # epoch seconds the fatal line was read
+    stopped_at: float | None = None  # epoch seconds the process group was gone
+    inner_junit: str | None = None  # test cases: the JUnit file the command wrote
+
+
+class AttemptResult(_Model):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    case_id: str
+    attempt: int
+    rung: str
+    outcome: Outcome
+    phase: Phase | None = None
+    reason: str = ""
+    frameworks: list[FrameworkResult] = Field(default_factory=list)
+    gpus: list[int] = Field(default_factory=list)
+    vram_gib: float | None = None
+    extra_args: dict[str, list[str]] = Field(default_factory=dict)
+    started_at: float
+    finished_at: float
+    lab_version: str = ""
+    hostname: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self.outcome)
+
+
+def load_spec(path: str | os.PathLike[str]) -> AttemptSpec:
+    return AttemptSpec.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def load_result(path: str | os.PathLike[str]) -> AttemptResult:
+    return AttemptResult.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))

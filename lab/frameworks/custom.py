@@ -1,0 +1,41 @@
+"""Any other server: a command template and its endpoints, all from the config."""
+
+from __future__ import annotations
+
+import shlex
+
+from lab.config import Case, FrameworkConfig, Rung
+from lab.frameworks.args import merge_args
+from lab.frameworks.base import Framework, RequestStyle
+
+
+class Custom(Framework):
+    name = "custom"
+
+    def command(
+        self,
+        case: Case,
+        cfg: FrameworkConfig,
+        host: str,
+        port: int,
+        num_gpus: int,
+        extra_args: list[str],
+        config_dir: str,
+    ) -> list[str]:
+        assert cfg.command  # config validation guarantees it
+        filled = cfg.command.format(
+            port=port, host=host, model=case.model, num_gpus=num_gpus, config_dir=config_dir
+        )
+        return merge_args(shlex.split(filled) + cfg.serve_arg_list, extra_args)
+
+    def health_url_path(self, cfg: FrameworkConfig) -> str:
+        return cfg.health_path
+
+    def ready_path(self, cfg: FrameworkConfig) -> str | None:
+        return cfg.ready_path
+
+    def style(self, cfg: FrameworkConfig) -> RequestStyle:
+        return "none" if cfg.request in (None, "none") else "openai"
+
+    def default_ladder(self, case: Case, cfg: FrameworkConfig) -> list[Rung]:
+        return [Rung(name="as-configured")]  # a custom server declares its own rungs

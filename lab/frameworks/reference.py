@@ -1,0 +1,23 @@
+"""The lab's own reference diffusion server (lab.refserver): sglang's flags and HTTP API."""
+
+from __future__ import annotations
+
+import sys
+
+from lab.config import Case, FrameworkConfig
+from lab.frameworks.base import Framework
+from lab.frameworks.sglang import sglang_style_ports
+
+
+class Reference(Framework):
+    name = "reference"
+    health_path = "/health"
+    low_vram_args = "--dit-cpu-offload --text-encoder-cpu-offload --vae-cpu-offload"
+
+    def base_command(
+        self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int
+    ) -> list[str]:
+        return [
+            sys.executable, "-m", "lab.refserver", "--model-path", case.model,
+            *sglang_style_ports(host, port, num_gpus), "--task-type", case.task,
+        ]  # fmt: skip

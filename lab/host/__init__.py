@@ -1,0 +1,1 @@
+"""The host side: what runs where and how often (plan, scheduler, runtimes, ladder)."""

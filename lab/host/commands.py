@@ -1,0 +1,426 @@
+"""The host's `lab` subcommands: validate, list, nightly, repro, replay, report, history, clean,
+selftest. Each turns arguments into a plan and hands it to the run (lab.host.run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from lab.config import Case, LoadedSuite, load_suite
+from lab.errors import LabError
+
+DEFAULT_CONFIG = "configs/nightly.json"
+REFERENCE_CONFIG = "configs/reference.json"
+
+
+def add_host_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("validate", help="check suite files; exit 2 naming file, case and field")
+    s.add_argument("configs", nargs="+")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("list", help="cases, GPUs needed, frameworks, aliases, runnable here")
+    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--gpus", default=None)
+    s.set_defaults(func=cmd_list)
+
+    for name, helptext in (("nightly", "run a suite"), ("repro", "one case, as the nightly runs it")):
+        s = sub.add_parser(name, help=helptext)
+        if name == "repro":
+            s.add_argument("target", help="case id, alias or model id")
+            s.add_argument("--vram-gib", type=float, default=None,
+                           help="offer only N GiB per GPU to the server (VRAM emulation)")  # fmt: skip
+            s.add_argument("--shell", action="store_true",
+                           help="print the sandbox command with a shell instead of running it")  # fmt: skip
+        else:
+            s.add_argument("--case", action="append", dest="cases", metavar="ID")
+            s.add_argument("--dry-run", action="store_true")
+            s.add_argument("--fail-on-degraded", action="store_true")
+        s.add_argument("--config", default=None)
+        s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
+        s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
+        s.add_argument("--out", default="runs", help="root of run directories")
+        s.add_argument("-v", "--verbose", action="store_true")
+        s.set_defaults(func=cmd_nightly if name == "nightly" else cmd_repro)
+
+    s = sub.add_parser("replay", help="re-run exactly what a run's manifest.json recorded")
+    s.add_argument("manifest")
+    s.add_argument("--case", action="append", dest="cases", metavar="ID")
+    s.add_argument("--out", default="runs")
+    s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("report", help="regenerate summary.md, junit.xml, report.html of a run")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("history", help="trend of a case over past runs")
+    s.add_argument("case_id")
+    s.add_argument("--out", default="runs")
+    s.add_argument("--limit", type=int, default=20)
+    s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser("clean", help="remove every sandbox a lab run left behind")
+    s.add_argument("--out", default="runs")
+    s.set_defaults(func=cmd_clean)
+
+    s = sub.add_parser("selftest", help="the reference suite's quick cases: is this node sane?")
+    s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
+    s.add_argument("--gpus", default=None)
+    s.add_argument("--out", default="runs")
+    s.set_defaults(func=cmd_selftest)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+def _config_path(arg: str | None) -> str:
+    return arg or DEFAULT_CONFIG
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.configs:
+        try:
+            loaded = load_suite(path)
+            print(f"ok   {path}: {len(loaded.suite.cases)} cases")
+        except LabError as e:
+            print(f"FAIL {e}", file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
+
+
+def resolve_gpus(arg: str | None):  # noqa: ANN201 - list[GpuInfo]
+    from lab.host.gpus import GpuInfo, inventory
+
+    found = inventory()
+    if arg is None:
+        return found
+    if arg.strip().lower() == "none":
+        return []
+    try:
+        wanted = [int(x) for x in arg.split(",") if x.strip()]
+    except ValueError:
+        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none") from None
+    if not found:  # no NVML here: trust the user (CI simulations, exotic drivers)
+        return [GpuInfo(index=i, name="unknown", uuid="", memory_total_mib=0) for i in wanted]
+    by_index = {g.index: g for g in found}
+    missing = [i for i in wanted if i not in by_index]
+    if missing:
+        raise LabError(f"--gpus {arg}: no GPU {missing} here; NVML sees {sorted(by_index)}")
+    return [by_index[i] for i in wanted]
+
+
+def _runtime(name: str | None):  # noqa: ANN202
+    from lab.host.runtimes.registry import default_runtime_name, get_runtime
+
+    rt = get_runtime(name or default_runtime_name())
+    if name is None and rt.name != "docker":
+        print(f"lab: no Docker engine answers; using the {rt.name} runtime "
+              "(same port isolation, no image)", file=sys.stderr)  # fmt: skip
+    rt.check()
+    return rt
+
+
+def _out_root(out: str) -> Path:
+    root = Path(out).resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".lab-write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise LabError(f"output directory {root} is not writable ({e.strerror}); "
+                       "pick another with --out DIR") from None  # fmt: skip
+    return root
+
+
+def find_cases(loaded: LoadedSuite, target: str) -> Case:
+    """A case by id, alias or model id; ambiguous or unknown → LabError listing candidates."""
+    t = target.lower()
+    exact = [c for c in loaded.suite.cases if t in (n.lower() for n in c.names())]
+    if len(exact) == 1:
+        return exact[0]
+    partial = exact or [c for c in loaded.suite.cases
+                        if any(t in n.lower() for n in c.names())]  # fmt: skip
+    if len(partial) == 1:
+        return partial[0]
+    listing = "\n".join(f"  {c.id}  (aliases: {', '.join(c.aliases) or '-'}; model {c.model})"
+                        for c in (partial or loaded.suite.cases))  # fmt: skip
+    what = "is ambiguous" if partial else "matches no case"
+    raise LabError(f"{target!r} {what} in {loaded.path}; candidates:\n{listing}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lab.host.run import plan_cases
+
+    loaded = load_suite(_config_path(args.config))
+    gpus = resolve_gpus(args.gpus)
+    plans = plan_cases(loaded, loaded.suite.cases, gpus, None)
+    print(f"{'case':34} {'gpus':>4}  {'frameworks':22} {'aliases':18} here")
+    for p in plans:
+        c = p.case
+        here = "yes" if not p.skip_reason else f"no: {p.skip_reason}"
+        print(f"{c.id:34} {c.num_gpus:>4}  {','.join(c.frameworks):22} "
+              f"{','.join(c.aliases) or '-':18} {here}")  # fmt: skip
+    return 0
+
+
+# --- running --------------------------------------------------------------------------------------
+def run_suite(
+    loaded: LoadedSuite, cases: list[Case], args: argparse.Namespace, *,
+    vram_gib: float | None = None, fail_on_degraded: bool = False, dry_run: bool = False,
+) -> int:  # fmt: skip
+    from lab.host.progress import Progress
+    from lab.host.run import CasePlan, Nightly, RunOptions, install_signal_handlers, plan_cases
+    from lab.host.runtimes.base import LABEL_RUN  # noqa: F401 - labels documented there
+    from lab.results.store import RunDir, new_run_id
+
+    gpus = resolve_gpus(getattr(args, "gpus", None))
+    plans: list[CasePlan] = plan_cases(loaded, cases, gpus, vram_gib)
+    runtime = _runtime(args.runtime)
+    if dry_run:
+        return _dry_run(loaded, plans, runtime, gpus)
+    root = _out_root(args.out)
+    _clean_leftovers(runtime, root)
+    _check_images(runtime, plans)
+    run_dir = RunDir.create(root, new_run_id())
+    progress = Progress()
+    nightly = Nightly(loaded, plans, runtime, gpus, run_dir.root, run_dir.run_id,
+                      RunOptions(out_root=root, vram_gib=vram_gib,
+                                 fail_on_degraded=fail_on_degraded), progress)  # fmt: skip
+    seen = install_signal_handlers(nightly)
+    print(f"lab: run {run_dir.run_id} → {run_dir.root} ({runtime.name} runtime, "
+          f"{len(gpus)} GPU(s))", file=sys.stderr)  # fmt: skip
+    with progress:
+        results = nightly.run()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finish_run(loaded, run_dir.root, results, gpus)
+    _print_summary(results, run_dir.root)
+    if seen["signal"]:
+        return 128 + seen["signal"]
+    failed = results.failed
+    degraded = [c for c in results.cases if str(c.outcome) == "degraded"]
+    return 1 if failed or (fail_on_degraded and degraded) else 0
+
+
+def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> None:  # noqa: ANN001
+    """Regressions against history, then history, reports, manifest and runs/latest."""
+    from lab.results import history, regression, reports, store
+
+    db = run_dir.parent / "history.sqlite"
+    policy = loaded.suite.regression
+    notes = []
+    try:
+        regression.detect(db, results, threshold_pct=policy.threshold_pct, window=policy.window)
+    except LabError as e:
+        notes.append(str(e))
+    store.write_results(run_dir, results)
+    try:
+        history.record_run(db, results)
+    except LabError as e:
+        notes.append(str(e))
+    case_json = {c.case_id: loaded.case_json(c.case_id) for c in results.cases}
+    host_gpu = ({"model": gpus[0].name, "driver": gpus[0].driver, "cuda": gpus[0].cuda}
+                if gpus else None)  # fmt: skip
+    store.write_manifest(run_dir, store.build_manifest(results, case_json=case_json,
+                                                       host_gpu=host_gpu))  # fmt: skip
+    reports.write_reports(run_dir, results, db)
+    store.update_latest(run_dir.parent, run_dir)
+    for n in notes:
+        print(f"lab: {n}", file=sys.stderr)
+
+
+def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
+    from lab.host.progress import outcome_style
+
+    from rich.console import Console
+
+    con = Console(stderr=True, highlight=False)
+    con.print()
+    for c in results.cases:
+        st = outcome_style(str(c.outcome))
+        lat = ""
+        frs = c.framework_results()
+        if frs and frs[0].latency_s is not None:
+            lat = " " + ", ".join(f"{f.framework} {f.latency_s:.3f}s" for f in frs if f.latency_s)
+        extra = f" (rung {c.degraded_rung})" if c.degraded_rung else ""
+        why = f" — {c.phase}: {c.reason}" if str(c.outcome) not in ("passed",) and c.reason else ""
+        reg = f" [{c.regression}]" if c.regression else ""
+        con.print(f"  [{st}]{str(c.outcome):12}[/] {c.case_id}{extra}{lat}{reg}{why}")
+    counts: dict[str, int] = {}
+    for c in results.cases:
+        counts[str(c.outcome)] = counts.get(str(c.outcome), 0) + 1
+    con.print("  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    con.print(f"  results: {run_dir}")
+
+
+def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:  # noqa: ANN001
+    from lab.frameworks import get_framework
+    from lab.host.run import Nightly, RunOptions
+    from lab.host.progress import Progress
+
+    fake = Nightly(loaded, plans, runtime, gpus, Path("runs/DRY-RUN").resolve(), "DRY-RUN",
+                   RunOptions(out_root=Path("runs")), Progress(live=False))  # fmt: skip
+    for p in plans:
+        print(f"== {p.case.id} ({p.case.num_gpus} GPU(s), image {p.image})")
+        if p.skip_reason:
+            print(f"   skipped: {p.skip_reason}")
+            continue
+        rung = p.ladder.rungs[0]
+        want = rung.num_gpus
+        spec, req = fake.build_request(p, rung, 1, [g.index for g in gpus[:want]])
+        for fw in p.frameworks:
+            adapter = get_framework(fw)
+            cmd = adapter.command(p.case, p.case.frameworks[fw], spec.host, spec.port,
+                                  spec.num_gpus, spec.extra_args.get(fw, []), spec.config_dir)  # fmt: skip
+            print(f"   {fw}: {shlex.join(cmd)}")
+        if p.case.kind == "test":
+            print(f"   test: {p.case.command}")
+        for k, v in runtime.plan(req).items():
+            print(f"   sandbox.{k}: {v}")
+        print(f"   ladder: {' → '.join(r.name for r in p.ladder.rungs)}")
+        for n in p.notes:
+            print(f"   note: {n}")
+    return 0
+
+
+def _check_images(runtime, plans) -> None:  # noqa: ANN001
+    if runtime.name != "docker":
+        return
+    missing = sorted({p.image for p in plans if not p.skip_reason and p.image != "host"
+                      and runtime.image_id(p.image) is None})  # fmt: skip
+    if missing:
+        raise LabError(f"image(s) {', '.join(missing)} not found in the Docker engine; build them "
+                       "with `make images` (or use --runtime netns to run on the host's own "
+                       "environment)")  # fmt: skip
+
+
+def _clean_leftovers(runtime, root: Path) -> None:  # noqa: ANN001
+    removed = runtime.cleanup(None)
+    for r in removed:
+        print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    loaded = load_suite(_config_path(args.config))
+    cases = loaded.suite.cases
+    if args.cases:
+        known = {c.id for c in cases}
+        unknown = [c for c in args.cases if c not in known]
+        if unknown:
+            raise LabError(f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
+                           f"cases: {', '.join(sorted(known))}")  # fmt: skip
+        cases = [c for c in cases if c.id in args.cases]
+    return run_suite(loaded, cases, args, fail_on_degraded=args.fail_on_degraded,
+                     dry_run=args.dry_run)  # fmt: skip
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    loaded = _repro_suite(args.config, args.target)
+    case = find_cases(loaded, args.target)
+    if args.shell:
+        return _repro_shell(loaded, case, args)
+    print(f"lab repro: {case.id} from {loaded.path}", file=sys.stderr)
+    return run_suite(loaded, [case], args, vram_gib=args.vram_gib)
+
+
+def _repro_suite(config: str | None, target: str) -> LoadedSuite:
+    """The suite named, else the first shipped suite that knows the target."""
+    if config:
+        return load_suite(config)
+    for path in (DEFAULT_CONFIG, REFERENCE_CONFIG):
+        if Path(path).exists():
+            loaded = load_suite(path)
+            try:
+                find_cases(loaded, target)
+                return loaded
+            except LabError:
+                continue
+    return load_suite(DEFAULT_CONFIG)
+
+
+def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> int:
+    from lab.host.progress import Progress
+    from lab.host.run import Nightly, RunOptions, plan_cases
+
+    gpus = resolve_gpus(args.gpus)
+    plan = plan_cases(loaded, [case], gpus, args.vram_gib)[0]
+    if plan.skip_reason:
+        raise LabError(f"case {case.id} cannot run here: {plan.skip_reason}")
+    runtime = _runtime(args.runtime)
+    root = _out_root(args.out)
+    from lab.results.store import RunDir, new_run_id
+
+    run_dir = RunDir.create(root, new_run_id())
+    n = Nightly(loaded, [plan], runtime, gpus, run_dir.root, run_dir.run_id,
+                RunOptions(out_root=root), Progress(live=False))  # fmt: skip
+    rung = plan.ladder.rungs[0]
+    spec, req = n.build_request(plan, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
+    Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+    from lab.files import write_json_atomic
+
+    write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
+    print("# the sandbox, exactly as the nightly starts it (spec written):")
+    print(runtime.repro_command(req) if hasattr(runtime, "repro_command") else "")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from lab.host.replay import load_replay
+
+    loaded, cases, runtime_name = load_replay(Path(args.manifest), args.cases)
+    args.runtime = args.runtime or runtime_name
+    args.gpus = None
+    return run_suite(loaded, cases, args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lab.results import reports
+
+    run_dir = Path(args.run_dir)
+    reports.regenerate(run_dir, run_dir.parent / "history.sqlite")
+    print(f"lab: wrote {run_dir}/summary.md, junit.xml, report.html")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from lab.results import history
+
+    db = Path(args.out) / "history.sqlite"
+    if not db.exists():
+        raise LabError(f"no history yet at {db}: run `make nightly` first")
+    rows = history.case_history(db, args.case_id, limit=args.limit)
+    if not rows:
+        raise LabError(f"case {args.case_id!r} has no history in {db}")
+    print(history.format_history(rows))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from lab.host.runtimes.registry import get_runtime
+
+    removed: list[str] = []
+    for name in ("docker", "netns", "local"):
+        rt = get_runtime(name)
+        try:
+            rt.check()
+        except LabError:
+            continue
+        removed += rt.cleanup(None)
+    for r in removed:
+        print(f"removed {r}")
+    print(f"lab clean: removed {len(removed)} leftover(s)")
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    loaded = load_suite(REFERENCE_CONFIG)
+    quick = [c for c in loaded.suite.cases if (c.suite or "") == "selftest"] or loaded.suite.cases[:1]
+    return run_suite(loaded, quick, args)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false")

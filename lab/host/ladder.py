@@ -1,0 +1,126 @@
+"""The OOM degrade-and-retry ladder. Only OOM climbs it: crashes, timeouts and bad responses are
+reported as they are. An infra error (a Docker hiccup) is retried once, separately, and says so.
+
+Built on tenacity's `for attempt in Retrying(...)` form: each attempt picks its own rung."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_result, stop_after_attempt
+
+from lab.config import Case, LoadedSuite, Rung
+from lab.contract import AttemptResult, Outcome
+from lab.frameworks import get_framework
+from lab.frameworks.args import has_flag
+
+log = logging.getLogger("lab.ladder")
+
+
+@dataclass
+class PlannedRung:
+    name: str
+    extra_args: dict[str, list[str]]  # per framework
+    num_gpus: int
+
+
+@dataclass
+class LadderPlan:
+    rungs: list[PlannedRung]
+    skipped: list[str] = field(default_factory=list)  # "rung: why it was skipped"
+
+
+def _configured_rungs(loaded: LoadedSuite, case: Case, fw: str) -> list[Rung]:
+    cfg = case.frameworks[fw]
+    if case.ladder is not None:
+        return case.ladder
+    if cfg.ladder is not None:
+        return cfg.ladder
+    if loaded.suite.ladders and fw in loaded.suite.ladders:
+        return loaded.suite.ladders[fw]
+    return get_framework(fw).default_ladder(case, cfg)
+
+
+def plan_ladder(loaded: LoadedSuite, case: Case, frameworks: list[str], gpu_count: int) -> LadderPlan:
+    """The rungs this case will try, in order, given the machine's GPU count."""
+    if case.kind == "test" or not frameworks:
+        rungs = case.ladder or [Rung(name="as-configured")]
+        return LadderPlan([PlannedRung(r.name, {}, max(case.num_gpus, r.num_gpus or 0)) for r in rungs])
+    per_fw = {fw: {r.name: r for r in _configured_rungs(loaded, case, fw)} for fw in frameworks}
+    plan = LadderPlan([])
+    for i, rung in enumerate(_configured_rungs(loaded, case, frameworks[0])):
+        need = max(case.num_gpus, rung.num_gpus or 0) if case.num_gpus > 0 else 0
+        if rung.skip_if_args and any(
+            has_flag(case.frameworks[fw].serve_arg_list, f) for fw in frameworks
+            for f in Rung(name="x", args=rung.skip_if_args).arg_list if f.startswith("--")
+        ):  # fmt: skip
+            plan.skipped.append(f"{rung.name}: the case already runs {rung.skip_if_args}")
+            continue
+        if i > 0 and need > gpu_count:
+            plan.skipped.append(f"{rung.name}: needs {need} GPUs, this machine has {gpu_count}")
+            continue
+        extra = {fw: per_fw[fw][rung.name].arg_list for fw in frameworks if rung.name in per_fw[fw]}
+        plan.rungs.append(PlannedRung(rung.name, {k: v for k, v in extra.items() if v}, need))
+    return plan
+
+
+def _needs_next_rung(result: AttemptResult) -> bool:
+    return result.outcome is Outcome.oom
+
+
+def climb(
+    plan: LadderPlan,
+    run_rung: Callable[[PlannedRung, int], AttemptResult],
+    on_retry: Callable[[str], None] | None = None,
+) -> list[AttemptResult]:
+    """Run rungs until one does not OOM or the ladder is exhausted; return every attempt.
+
+    An infra_error is retried once on the same rung (it is the machine, not the model)."""
+    attempts: list[AttemptResult] = []
+    infra_retried = False
+
+    def before_sleep(state: RetryCallState) -> None:
+        last = attempts[-1]
+        nxt = plan.rungs[min(state.attempt_number, len(plan.rungs) - 1)].name
+        msg = f"{last.case_id}: {last.rung} ended oom ({last.reason[:120]}); next rung: {nxt}"
+        log.info(msg)
+        if on_retry:
+            on_retry(msg)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(max(1, len(plan.rungs))),
+        retry=retry_if_result(_needs_next_rung),
+        before_sleep=before_sleep,
+        reraise=True,
+        sleep=lambda _s: None,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                rung = plan.rungs[attempt.retry_state.attempt_number - 1]
+                result = run_rung(rung, len(attempts) + 1)
+                if result.outcome is Outcome.infra_error and not infra_retried:
+                    infra_retried = True
+                    attempts.append(result)
+                    if on_retry:
+                        on_retry(f"{result.case_id}: infra_error ({result.reason[:120]}); retrying once")
+                    result = run_rung(rung, len(attempts) + 1)
+                attempts.append(result)
+            if attempt.retry_state.outcome is not None and not attempt.retry_state.outcome.failed:
+                attempt.retry_state.set_result(result)
+    except RetryError:
+        pass  # the ladder ran out: every attempt, the first failure included, is in `attempts`
+    return attempts
+
+
+def case_outcome(attempts: list[AttemptResult]) -> tuple[Outcome, str | None]:
+    """The case's outcome from its attempts: `degraded` when only a later rung passed."""
+    final = attempts[-1]
+    if final.outcome is Outcome.passed:
+        first_rung = attempts[0].rung
+        if final.rung != first_rung:
+            return Outcome.degraded, final.rung
+        return Outcome.passed, None
+    return final.outcome, None

@@ -1,0 +1,84 @@
+"""What the user sees while a nightly runs: a live table in a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from lab.results.model import CaseResult
+
+STYLE = {"passed": "green", "degraded": "yellow", "skipped": "dim", "running": "cyan",
+         "interrupted": "magenta"}  # fmt: skip
+
+
+def outcome_style(outcome: str) -> str:
+    return STYLE.get(outcome, "red")
+
+
+class Progress:
+    def __init__(self, live: bool | None = None) -> None:
+        self.console = Console(stderr=True, highlight=False)
+        self.live_mode = sys.stderr.isatty() if live is None else live
+        self._rows: dict[str, dict[str, str]] = {}
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.live_mode:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=4,
+                              get_renderable=self._table)  # fmt: skip
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def _table(self) -> Table:
+        t = Table(title="nightly", expand=False)
+        for col in ("case", "framework", "attempt", "rung", "elapsed", "outcome"):
+            t.add_column(col)
+        with self._lock:
+            for cid, row in self._rows.items():
+                elapsed = row.get("elapsed") or f"{time.time() - self._started.get(cid, time.time()):.0f}s"
+                st = outcome_style(row["outcome"])
+                t.add_row(cid, row["framework"], row["attempt"], row["rung"], elapsed,
+                          f"[{st}]{row['outcome']}[/]")  # fmt: skip
+        return t
+
+    def _print(self, text: str) -> None:
+        if self._live is None:
+            self.console.print(text)
+
+    def attempt_started(self, case_id: str, attempt: int, rung: str, gpus: list[int]) -> None:
+        with self._lock:
+            self._started.setdefault(case_id, time.time())
+            row = self._rows.setdefault(case_id, {"framework": "", "outcome": "running"})
+            row.update(attempt=str(attempt), rung=rung, outcome="running")
+        where = f"GPUs {','.join(map(str, gpus))}" if gpus else "CPU"
+        self._print(f"[cyan]start[/] {case_id} attempt {attempt} ({rung}) on {where}")
+
+    def note(self, case_id: str, message: str) -> None:
+        if self._live is not None:
+            self._live.console.print(f"[yellow]{message}[/]")
+        else:
+            self.console.print(f"[yellow]{message}[/]")
+
+    def case_done(self, r: CaseResult) -> None:
+        o = str(r.outcome)
+        with self._lock:
+            row = self._rows.setdefault(r.case_id, {})
+            row.update(framework=",".join(r.frameworks), attempt=str(len(r.attempts)),
+                       rung=r.degraded_rung or (r.attempts[-1].rung if r.attempts else "-"),
+                       outcome=o)  # fmt: skip
+            if r.case_id in self._started:
+                row["elapsed"] = f"{time.time() - self._started[r.case_id]:.0f}s"
+        detail = f" — {r.reason}" if r.reason and o != "passed" else ""
+        self._print(f"[{outcome_style(o)}]{o}[/] {r.case_id}{detail}")

@@ -1,0 +1,383 @@
+"""A nightly run: plan the suite, pack attempts onto GPUs, run each case's ladder in its own
+sandbox, and keep results readable at every moment (results.json rewritten after each case)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lab import __version__
+from lab.config import Case, LoadedSuite
+from lab.contract import AttemptResult, AttemptSpec, FrameworkResult, Outcome, Phase, load_result
+from lab.errors import LabError
+from lab.files import write_json_atomic
+from lab.host.gpus import GpuInfo
+from lab.host.ladder import LadderPlan, PlannedRung, case_outcome, climb, plan_ladder
+from lab.host.progress import Progress
+from lab.host.runtimes.base import Runtime, SandboxExit, SandboxRequest
+from lab.host.scheduler import Cancelled, ResourcePool
+from lab.host.vram import plan_vram
+from lab.redact import is_secret_name
+from lab.results.model import CaseResult, RunResults
+
+STOP_GRACE_S = 10.0
+_ENV_REF = re.compile(r"\$\{(\w+)\}")
+
+
+def default_image(framework: str) -> str:
+    if framework == "sglang":
+        return f"nightly-lab/sglang:{__version__}"
+    return f"nightly-lab/reference:{__version__}"
+
+
+@dataclass
+class CasePlan:
+    case: Case
+    frameworks: list[str]
+    ladder: LadderPlan
+    image: str
+    vram_gib: float | None
+    skip_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunOptions:
+    out_root: Path
+    vram_gib: float | None = None  # overrides every case's vram_gib (repro)
+    fail_on_degraded: bool = False
+    verbose: bool = False
+
+
+def plan_cases(
+    loaded: LoadedSuite, cases: list[Case], gpus: list[GpuInfo], vram_override: float | None
+) -> list[CasePlan]:
+    """What will run, and what is skipped with which reason, without starting anything."""
+    plans = []
+    for case in cases:
+        fws = case.runnable_frameworks if case.kind != "test" else []
+        unsupported = [f for f in case.frameworks if f not in fws]
+        first = fws[0] if fws else "reference"
+        cfg_image = case.frameworks[first].image if fws else None
+        image = cfg_image or case.image or loaded.suite.image or default_image(first)
+        vram = vram_override if vram_override is not None else case.vram_gib
+        plan = CasePlan(case, fws, LadderPlan([]), image, vram)
+        if unsupported:
+            plan.notes.append(f"framework(s) {', '.join(unsupported)} not supported by the lab")
+        if case.kind != "test" and not fws:
+            plan.skip_reason = f"no framework the lab can run ({', '.join(unsupported)})"
+        elif case.num_gpus > len(gpus):
+            have = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s")
+            plan.skip_reason = f"needs {case.num_gpus} GPUs, this machine has {have}"
+        else:
+            plan.ladder = plan_ladder(loaded, case, fws, len(gpus))
+            plan.notes.extend(f"ladder rung skipped: {s}" for s in plan.ladder.skipped)
+        plans.append(plan)
+    return plans
+
+
+class Nightly:
+    def __init__(
+        self,
+        loaded: LoadedSuite,
+        plans: list[CasePlan],
+        runtime: Runtime,
+        gpus: list[GpuInfo],
+        run_dir: Path,
+        run_id: str,
+        opts: RunOptions,
+        progress: Progress,
+    ) -> None:
+        self.loaded, self.plans, self.runtime, self.gpus = loaded, plans, runtime, gpus
+        self.run_dir, self.run_id, self.opts, self.progress = run_dir, run_id, opts, progress
+        self.pool = ResourcePool([g.index for g in gpus], loaded.suite.cpu_concurrency)
+        self.stopping = threading.Event()
+        self._running: dict[str, object] = {}  # key -> Sandbox
+        self._lock = threading.Lock()
+        self.case_results: dict[str, CaseResult] = {}
+        self.results = RunResults(
+            run_id=run_id, timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+            lab_version=__version__, config_path=str(loaded.path), config_sha256=loaded.sha256,
+            measurement_repeats=loaded.suite.measurement_repeats,
+            warmup_requests=loaded.suite.warmup_requests,
+            gpu_model=gpus[0].name if gpus else None, runtime=runtime.name, status="running",
+        )  # fmt: skip
+        self._image_ids: dict[str, str | None] = {}
+
+    # --- the whole run ---------------------------------------------------------------------------
+    def run(self) -> RunResults:
+        for p in self.plans:
+            self.case_results[p.case.id] = self._pending_result(p)
+        self._flush()
+        threads = []
+        for p in sorted(self.plans, key=lambda p: -p.case.est_time_s):
+            if p.skip_reason:
+                self._finish(p, self._skipped_result(p))
+                continue
+            t = threading.Thread(target=self._run_case, args=(p,), name=p.case.id, daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+        self.results.status = "interrupted" if self.stopping.is_set() else "finished"
+        self._flush()
+        return self.results
+
+    def interrupt(self) -> None:
+        """Stop every running attempt (TERM → KILL) and let nothing new start."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.pool.cancel()
+        with self._lock:
+            running = list(self._running.values())
+        stoppers = [threading.Thread(target=s.stop, args=(STOP_GRACE_S,)) for s in running]  # type: ignore[attr-defined]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(STOP_GRACE_S + 15)
+
+    # --- one case ---------------------------------------------------------------------------------
+    def _run_case(self, plan: CasePlan) -> None:
+        try:
+            attempts = climb(plan.ladder, lambda rung, n: self._run_attempt(plan, rung, n),
+                             on_retry=lambda msg: self.progress.note(plan.case.id, msg))  # fmt: skip
+            result = self._case_result(plan, attempts)
+        except Exception as e:  # a bug of ours must not take the other cases down
+            result = self._pending_result(plan)
+            result.outcome, result.phase = Outcome.infra_error, Phase.setup
+            result.reason = f"lab error: {type(e).__name__}: {e}"
+        self._finish(plan, result)
+
+    def _finish(self, plan: CasePlan, result: CaseResult) -> None:
+        with self._lock:
+            self.case_results[plan.case.id] = result
+        self.progress.case_done(result)
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self.results.cases = [self.case_results[p.case.id] for p in self.plans
+                                  if p.case.id in self.case_results]  # fmt: skip
+            data = self.results.to_results_json()
+        write_json_atomic(self.run_dir / "results.json", data)
+
+    def _pending_result(self, plan: CasePlan) -> CaseResult:
+        c = plan.case
+        return CaseResult(case_id=c.id, model=c.model, task=c.task, kind=c.kind,
+                          num_gpus=c.num_gpus, frameworks=plan.frameworks,
+                          outcome=Outcome.interrupted, reason="not finished",
+                          image=plan.image, vram_gib=plan.vram_gib, runtime=self.runtime.name,
+                          ladder_notes=plan.notes)  # fmt: skip
+
+    def _skipped_result(self, plan: CasePlan) -> CaseResult:
+        r = self._pending_result(plan)
+        r.outcome, r.reason = Outcome.skipped, plan.skip_reason or ""
+        return r
+
+    def _case_result(self, plan: CasePlan, attempts: list[AttemptResult]) -> CaseResult:
+        r = self._pending_result(plan)
+        r.attempts = attempts
+        if not attempts:
+            r.outcome = Outcome.interrupted if self.stopping.is_set() else Outcome.skipped
+            r.reason = "stopped before it started" if self.stopping.is_set() else "no rung to run"
+            return r
+        outcome, rung = case_outcome(attempts)
+        final = attempts[-1]
+        r.outcome, r.phase, r.reason, r.degraded_rung = outcome, final.phase, final.reason, rung
+        r.gpus = final.gpus
+        if outcome is Outcome.degraded:
+            r.original_failure = f"{attempts[0].outcome} on {attempts[0].rung}: {attempts[0].reason}"
+            r.reason = f"passed only on rung {rung!r} after: {attempts[0].reason}"
+        r.image_id = self._image_id(plan.image)
+        return r
+
+    def _image_id(self, image: str) -> str | None:
+        if image not in self._image_ids:
+            try:
+                self._image_ids[image] = self.runtime.image_id(image)
+            except Exception:
+                self._image_ids[image] = None
+        return self._image_ids[image]
+
+    # --- one attempt ------------------------------------------------------------------------------
+    def build_request(
+        self, plan: CasePlan, rung: PlannedRung, attempt: int, gpus: list[int]
+    ) -> tuple[AttemptSpec, SandboxRequest]:
+        case = plan.case
+        suite = self.loaded.suite
+        infos = [g for g in self.gpus if g.index in gpus]
+        ballast, vram_args = plan_vram(case.id, plan.vram_gib, infos, plan.frameworks)
+        extra = {fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, [])
+                 for fw in plan.frameworks}  # fmt: skip
+        out_dir = self.run_dir / "attempts" / f"{case.id}__a{attempt}"
+        test_image = None
+        if case.needs_image_input and suite.test_image_path:
+            test_image = str((self.loaded.config_dir / suite.test_image_path).resolve())
+        spec = AttemptSpec(
+            run_id=self.run_id, case=case, frameworks=plan.frameworks, attempt=attempt,
+            rung=rung.name, extra_args={k: v for k, v in extra.items() if v},
+            num_gpus=len(gpus), gpus=gpus, gpu_uuids=[g.uuid for g in infos if g.uuid],
+            vram_gib=plan.vram_gib, ballast=ballast,
+            warmup_requests=case.warmup_requests if case.warmup_requests is not None
+            else suite.warmup_requests,
+            measurement_repeats=case.measurement_repeats or suite.measurement_repeats,
+            startup_timeout_s=case.startup_timeout_s or suite.startup_timeout_s,
+            request_timeout_s=case.request_timeout_s or suite.request_timeout_s,
+            out_dir=str(out_dir), log_dir=str(self.run_dir / "logs"),
+            config_dir=str(self.loaded.config_dir), test_image_path=test_image,
+        )  # fmt: skip
+        env = sandbox_env(case, infos, gpus)
+        req = SandboxRequest(
+            run_id=self.run_id, case_id=case.id, attempt=attempt,
+            spec_path=out_dir / "spec.json", run_dir=self.run_dir,
+            config_dir=self.loaded.config_dir, gpus=gpus, image=plan.image, env=env,
+            model_cache=Path(suite.model_cache) if suite.model_cache else None,
+            shm_size=suite.shm_size, ipc_mode=suite.ipc_mode,
+            memory_limit_mib=case.memory_limit_mib,
+        )  # fmt: skip
+        return spec, req
+
+    def _run_attempt(self, plan: CasePlan, rung: PlannedRung, attempt: int) -> AttemptResult:
+        case = plan.case
+        key = f"{case.id}#a{attempt}"
+        started = time.time()
+        if self.stopping.is_set():
+            return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
+                                     "the run was interrupted before this attempt")  # fmt: skip
+        try:
+            gpus = self.pool.acquire(rung.num_gpus, case.est_time_s, key)
+        except Cancelled:
+            return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
+                                     "the run was interrupted before this attempt")  # fmt: skip
+        sandbox = None
+        try:
+            spec, req = self.build_request(plan, rung, attempt, gpus)
+            Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
+            self.progress.attempt_started(case.id, attempt, rung.name, gpus)
+            try:
+                sandbox = self.runtime.start(req)
+            except LabError:
+                raise
+            except Exception as e:
+                return self._host_result(plan, rung, attempt, started, Outcome.infra_error,
+                                         f"sandbox did not start: {e}", gpus)  # fmt: skip
+            with self._lock:
+                self._running[key] = sandbox
+            if self.stopping.is_set():
+                sandbox.stop(STOP_GRACE_S)
+            sx = sandbox.wait(attempt_bound_s(spec))
+            return self._read_result(plan, rung, attempt, started, spec, sx, gpus)
+        except LabError as e:
+            return self._host_result(plan, rung, attempt, started, Outcome.infra_error, str(e), gpus)
+        except Exception as e:  # the engine went away mid-attempt, and the like
+            return self._host_result(plan, rung, attempt, started, Outcome.infra_error,
+                                     f"{type(e).__name__}: {e}", gpus)  # fmt: skip
+        finally:
+            if sandbox is not None:
+                try:
+                    sandbox.stop(STOP_GRACE_S)
+                except Exception as e:
+                    self.progress.note(case.id, f"could not remove the sandbox: {e}")
+                with self._lock:
+                    self._running.pop(key, None)
+            self.pool.release(gpus)
+
+    def _read_result(
+        self, plan: CasePlan, rung: PlannedRung, attempt: int, started: float,
+        spec: AttemptSpec, sx: SandboxExit, gpus: list[int],
+    ) -> AttemptResult:  # fmt: skip
+        """The host decides from the exit code and the result file, never from server logs."""
+        try:
+            result = load_result(spec.result_path)
+        except (OSError, ValueError):
+            result = None
+        if sx.oom_killed:
+            reason = "the sandbox was killed by the kernel's OOM killer (host memory)"
+            if plan.case.memory_limit_mib:
+                reason += f", limit {plan.case.memory_limit_mib} MiB"
+            if result is None:
+                return self._host_result(plan, rung, attempt, started, Outcome.oom, reason, gpus)
+            result.outcome, result.reason = Outcome.oom, reason
+            return result
+        if result is not None:
+            if self.stopping.is_set() and result.outcome is not Outcome.passed:
+                result.outcome = Outcome.interrupted
+            return result
+        if self.stopping.is_set():
+            return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
+                                     "the run was interrupted during this attempt", gpus)  # fmt: skip
+        if sx.exit_code is None:
+            why = sx.reason or f"the sandbox did not finish within {attempt_bound_s(spec):.0f} s"
+            return self._host_result(plan, rung, attempt, started, Outcome.timeout, why, gpus,
+                                     sx.log_tail)  # fmt: skip
+        why = sx.reason or f"the sandbox exited with code {sx.exit_code} and wrote no result"
+        return self._host_result(plan, rung, attempt, started, Outcome.infra_error, why, gpus,
+                                 sx.log_tail)  # fmt: skip
+
+    def _host_result(
+        self, plan: CasePlan, rung: PlannedRung, attempt: int, started: float, outcome: Outcome,
+        reason: str, gpus: list[int] | None = None, tail: list[str] | None = None,
+    ) -> AttemptResult:  # fmt: skip
+        fw = plan.frameworks[0] if plan.frameworks else "test"
+        return AttemptResult(
+            run_id=self.run_id, case_id=plan.case.id, attempt=attempt, rung=rung.name,
+            outcome=outcome, phase=Phase.setup, reason=reason,
+            frameworks=[FrameworkResult(framework=fw, outcome=outcome, phase=Phase.setup,
+                                        reason=reason, log_tail=tail or [])],
+            gpus=gpus or [], vram_gib=plan.vram_gib, extra_args=rung.extra_args,
+            started_at=started, finished_at=time.time(), lab_version=__version__,
+        )  # fmt: skip
+
+
+def attempt_bound_s(spec: AttemptSpec) -> float:
+    """The longest an attempt may take before the host stops it: every phase at its limit."""
+    per_fw = spec.startup_timeout_s + (spec.warmup_requests + spec.measurement_repeats) * (
+        spec.request_timeout_s
+    )
+    return per_fw * max(1, len(spec.frameworks)) + 60.0
+
+
+def sandbox_env(case: Case, infos: list[GpuInfo], gpus: list[int]) -> dict[str, str]:
+    """What the sandbox's `lab case` gets: the GPUs, and the secrets the server needs.
+
+    Secrets travel only in the sandbox's environment, never in a file the lab writes."""
+    env: dict[str, str] = {}
+    uuids = [g.uuid for g in infos if g.uuid]
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids) if len(uuids) == len(gpus) else (
+            ",".join(map(str, gpus)))  # fmt: skip
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    wanted = {name for fw in case.frameworks.values() for v in fw.extra_env.values()
+              for name in _ENV_REF.findall(v)}  # fmt: skip
+    for k, v in os.environ.items():
+        if k in wanted or is_secret_name(k):
+            env[k] = v
+    return env
+
+
+def install_signal_handlers(nightly: Nightly) -> dict[int, int]:
+    """Ctrl-C / SIGTERM: stop the attempts, keep the results; returns the signal seen (or 0)."""
+    seen = {"signal": 0}
+
+    def handler(signum: int, _frame: object) -> None:
+        if seen["signal"]:
+            return
+        seen["signal"] = signum
+        print(f"\nlab: {signal.Signals(signum).name}: stopping every running attempt…",
+              file=sys.stderr)  # fmt: skip
+        threading.Thread(target=nightly.interrupt, daemon=True).start()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return seen

@@ -1,0 +1,1 @@
+"""Sandbox runtimes, picked by name: docker (default), netns, local."""

@@ -1,0 +1,1 @@
+"""Run results: the model, the run directory, history, regressions and reports."""

@@ -1,0 +1,147 @@
+"""The run-level results: one CaseResult per case (all its attempts), one RunResults per run.
+
+`RunResults.to_results_json()` is a superset of sglang's `comparison-results.json`."""
+
+from __future__ import annotations
+
+import statistics
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase
+
+RESULTS_SCHEMA = "nightly-lab/results/v1"
+METHODOLOGY = "client-e2e-v1"
+
+
+class RegressionFinding(BaseModel):
+    """One framework of one case against its comparable history (set by regression.detect)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    framework: str
+    verdict: str  # "regressed" | "improved" | "unchanged"
+    latency_s: float
+    baseline_median_s: float  # median of the medians of the comparable earlier runs
+    baseline_runs: int
+    baseline_spread_pct: float | None = None
+    delta_pct: float
+    detail: str
+
+
+class CaseResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: str
+    model: str = ""
+    task: str = ""
+    kind: str = "comparison"
+    num_gpus: int = 0
+    frameworks: list[str] = Field(default_factory=list)
+    outcome: Outcome
+    phase: Phase | None = None
+    reason: str = ""
+    degraded_rung: str | None = None  # set when outcome is degraded
+    original_failure: str | None = None  # the first attempt's reason, when a later one passed
+    ladder_notes: list[str] = Field(default_factory=list)  # rungs skipped and why, and the like
+    attempts: list[AttemptResult] = Field(default_factory=list)
+    gpus: list[int] = Field(default_factory=list)
+    vram_gib: float | None = None
+    image: str | None = None  # tag the sandbox ran
+    image_id: str | None = None
+    runtime: str = ""
+    regression: str | None = None  # "regressed" | "improved" | None, set by history
+    regression_detail: str | None = None
+    regressions: list[RegressionFinding] = Field(default_factory=list)  # per framework
+
+    @property
+    def final(self) -> AttemptResult | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def framework_results(self) -> list[FrameworkResult]:
+        return self.final.frameworks if self.final else []
+
+
+class RunResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_name: str = RESULTS_SCHEMA
+    run_id: str
+    timestamp: str  # ISO 8601, UTC
+    commit_sha: str | None = None
+    lab_version: str = ""
+    config_path: str = ""
+    config_sha256: str = ""
+    measurement_repeats: int = 3
+    warmup_requests: int = 1
+    methodology: str = METHODOLOGY
+    gpu_model: str | None = None  # for comparability of history
+    runtime: str = ""
+    status: str = "finished"  # "finished" | "interrupted"
+    cases: list[CaseResult] = Field(default_factory=list)
+
+    def sglang_rows(self) -> list[dict]:
+        """One row per case and framework, in sglang's comparison-results.json shape (+ lab keys)."""
+        rows: list[dict] = []
+        for case in self.cases:
+            fresults = case.framework_results() or [None]
+            for fr in fresults:
+                samples = fr.latency_samples_s if fr else []
+                error = None if case.outcome in (Outcome.passed, Outcome.degraded) else (
+                    f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome)
+                )
+                rows.append(
+                    {
+                        "case_id": case.case_id,
+                        "framework": fr.framework if fr else (case.frameworks or [None])[0],
+                        "model": case.model,
+                        "task": case.task,
+                        "latency_s": fr.latency_s if fr else None,
+                        "latency_samples_s": samples,
+                        "measurement_count": fr.measurement_count if fr else 0,
+                        "error": error,
+                        "server_latency_s": fr.server_latency_s if fr else None,
+                        "server_stage_medians_ms": fr.server_stage_medians_ms if fr else None,
+                        "median_denoise_step_ms": fr.median_denoise_step_ms if fr else None,
+                        "first_request_latency_s": fr.first_request_latency_s if fr else None,
+                        "speedup_vs_baseline": fr.speedup_vs_baseline if fr else None,
+                        "psnr_vs_baseline_db": fr.psnr_vs_baseline_db if fr else None,
+                        "peak_gpu_memory_mib": fr.telemetry.peak_gpu_memory_mib if fr else None,
+                        "outcome": str(case.outcome),
+                        "phase": str(case.phase) if case.phase else None,
+                        "reason": case.reason,
+                        "degraded_rung": case.degraded_rung,
+                        "regression": case.regression,
+                        "spread_pct": spread_pct(samples),
+                    }
+                )
+        return rows
+
+    def to_results_json(self) -> dict:
+        """sglang's top-level keys first, then the lab's."""
+        return {
+            "timestamp": self.timestamp,
+            "commit_sha": self.commit_sha,
+            "run_id": self.run_id,
+            "measurement_repeats": self.measurement_repeats,
+            "results": self.sglang_rows(),
+            **self.model_dump(mode="json", exclude={"run_id", "timestamp", "commit_sha",
+                                                      "measurement_repeats"}),
+        }
+
+    @classmethod
+    def from_results_json(cls, data: dict) -> RunResults:
+        return cls.model_validate({k: v for k, v in data.items() if k != "results"})
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        ok = (Outcome.passed, Outcome.degraded, Outcome.skipped)
+        return [c for c in self.cases if c.outcome not in ok]
+
+
+def spread_pct(samples: list[float]) -> float | None:
+    """(max - min) / median of the samples, in percent: how noisy this measurement was."""
+    if len(samples) < 2:
+        return None
+    med = statistics.median(samples)
+    return round(100.0 * (max(samples) - min(samples)) / med, 2) if med > 0 else None

@@ -1,0 +1,129 @@
+"""What the three reports (markdown, JUnit, HTML) say alike: outcome buckets, failure rows,
+number formats. One place, so the reports never disagree about a case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.contract import Outcome, Phase
+from lab.results.model import CaseResult, RunResults
+
+BUCKETS = ("passed", "degraded", "failed", "skipped", "interrupted")
+OUTCOME_COLORS = {
+    "passed": "#2e7d32",
+    "degraded": "#f9a825",
+    "failed": "#c62828",
+    "skipped": "#9e9e9e",
+    "interrupted": "#6a1b9a",
+}
+
+
+def bucket(outcome: Outcome | str) -> str:
+    """Every failure class (oom, crashed, timeout, ...) counts as `failed`."""
+    value = str(outcome)
+    return value if value in BUCKETS else "failed"
+
+
+def counts(results: RunResults) -> dict[str, int]:
+    out = dict.fromkeys(BUCKETS, 0)
+    for case in results.cases:
+        out[bucket(case.outcome)] += 1
+    return out
+
+
+def headline(results: RunResults) -> str:
+    c = counts(results)
+    return " · ".join(f"{c[b]} {b}" for b in BUCKETS) + f" ({len(results.cases)} cases)"
+
+
+def cases_in(results: RunResults, name: str) -> list[CaseResult]:
+    return [c for c in results.cases if bucket(c.outcome) == name]
+
+
+@dataclass
+class FailureRow:
+    """One failing framework of a failed or interrupted case (or the case itself)."""
+
+    case_id: str
+    framework: str
+    outcome: str
+    phase: str
+    reason: str
+    log_path: str
+    log_tail: list[str] = field(default_factory=list)
+
+
+def failure_rows(case: CaseResult, run_dir: Path | None = None) -> list[FailureRow]:
+    bad = [fr for fr in case.framework_results() if fr.outcome is not Outcome.passed]
+    if not bad:
+        return [
+            FailureRow(
+                case.case_id, "-", str(case.outcome), _phase(case.phase), case.reason or "-", ""
+            )
+        ]
+    return [
+        FailureRow(
+            case.case_id,
+            fr.framework,
+            str(fr.outcome),
+            _phase(fr.phase or case.phase),
+            fr.reason or case.reason or "-",
+            relative_log(fr.log_path, run_dir),
+            list(fr.log_tail),
+        )
+        for fr in bad
+    ]
+
+
+def _phase(phase: Phase | None) -> str:
+    return str(phase) if phase else "-"
+
+
+def relative_log(path: str, run_dir: Path | None) -> str:
+    """Log paths relative to the run folder when inside it: they stay valid when it is copied."""
+    if not path or run_dir is None:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return path
+
+
+def original_failure(case: CaseResult) -> str:
+    if case.original_failure:
+        return case.original_failure
+    if case.attempts:
+        first = case.attempts[0]
+        return f"{first.outcome}: {first.reason}" if first.reason else str(first.outcome)
+    return "-"
+
+
+def passed_rung(case: CaseResult) -> str:
+    return case.degraded_rung or (case.final.rung if case.final else "-")
+
+
+def duration_s(case: CaseResult) -> float:
+    """Wall time of all the case's attempts (what CI shows as the test's time)."""
+    return sum(max(0.0, a.finished_at - a.started_at) for a in case.attempts)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fmt_latency(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f} s"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} %"
+
+
+def fmt_mib(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1024:.2f} GiB"
+
+
+def fmt_speedup(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}×"

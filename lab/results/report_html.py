@@ -1,0 +1,216 @@
+"""report.html: one self-contained file (inline CSS, charts as base64 PNG data URIs) that opens
+from a CI artifact or a mail attachment with no server and no network."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+from lab.results import charts
+from lab.results import report_common as rc
+from lab.results.history import HistoryRow, framework_outcome
+from lab.results.model import RunResults, spread_pct
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; }
+.meta { color: #666; } .note { background: #fff8e1; border-left: 4px solid #f9a825;
+  padding: 8px 12px; margin: 12px 0; }
+.banner { background: #f3e5f5; border-left: 4px solid #6a1b9a; padding: 8px 12px; }
+table { border-collapse: collapse; margin: 8px 0 16px; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
+  font-size: 12px; font-weight: 600; }
+.counts .badge { font-size: 14px; margin-right: 6px; padding: 3px 10px; }
+code, pre { font: 12px ui-monospace, monospace; } pre { background: #fafafa; padding: 6px;
+  max-height: 240px; overflow: auto; white-space: pre-wrap; }
+img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px solid #eee; }
+.regressed { color: #c62828; font-weight: 600; } .improved { color: #2e7d32; font-weight: 600; }
+"""
+
+
+def _badge(outcome: str) -> str:
+    color = rc.OUTCOME_COLORS[rc.bucket(outcome)]
+    return f'<span class="badge" style="background:{color}">{escape(outcome)}</span>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], raw: bool = False) -> str:
+    """Cells are escaped unless `raw` (then the caller escaped them and may use markup)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if raw else escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(png: bytes | None, alt: str, missing: str) -> str:
+    if png is None:
+        return f'<p class="meta">{escape(missing)}</p>'
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="chart" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(
+    results: RunResults,
+    history: Sequence[HistoryRow],
+    run_dir: Path | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """`history` holds the recorded rows of this run's cases, this run included."""
+    e = escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Nightly Lab {e(results.run_id)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Nightly Lab run {e(results.run_id)}</h1>",
+    ]
+    meta = [
+        results.timestamp,
+        f"commit {results.commit_sha[:12]}" if results.commit_sha else "",
+        f"GPU {results.gpu_model}" if results.gpu_model else "",
+        f"runtime {results.runtime}" if results.runtime else "",
+        f"{results.methodology}: {results.warmup_requests} warmup, "
+        f"{results.measurement_repeats} measured",
+    ]
+    parts.append(f'<p class="meta">{e(" · ".join(m for m in meta if m))}</p>')
+    if results.status == "interrupted":
+        parts.append(
+            '<p class="banner"><b>Interrupted</b>: the run was stopped before every case '
+            "finished; unfinished cases are marked interrupted.</p>"
+        )
+    parts += [f'<p class="note">{e(n)}</p>' for n in notes]
+    c = rc.counts(results)
+    parts.append(
+        '<p class="counts">'
+        + "".join(
+            f'<span class="badge" style="background:{rc.OUTCOME_COLORS[b]}">{c[b]} {b}</span>'
+            for b in rc.BUCKETS
+        )
+        + "</p>"
+    )
+
+    bad = [case for case in results.cases if rc.bucket(case.outcome) in ("failed", "interrupted")]
+    if bad:
+        rows = []
+        for case in bad:
+            for f in rc.failure_rows(case, run_dir):
+                tail = (
+                    f"<details><summary>last {len(f.log_tail)} lines</summary>"
+                    f"<pre>{e(chr(10).join(f.log_tail))}</pre></details>"
+                    if f.log_tail
+                    else ""
+                )
+                rows.append(
+                    (
+                        e(f.case_id),
+                        e(f.framework),
+                        _badge(f.outcome),
+                        e(f.phase),
+                        f"<code>{e(rc.one_line(f.reason, 500))}</code>{tail}",
+                        f"<code>{e(f.log_path)}</code>" if f.log_path else "-",
+                    )
+                )
+        parts.append(f"<h2>Failures ({len(bad)})</h2>")
+        parts.append(_table(("Case", "Framework", "Outcome", "Phase", "Reason", "Log"), rows, True))
+
+    degraded = rc.cases_in(results, "degraded")
+    if degraded:
+        parts.append(f"<h2>Degraded ({len(degraded)})</h2>")
+        rows = [
+            (case.case_id, rc.passed_rung(case), rc.original_failure(case), str(len(case.attempts)))
+            for case in degraded
+        ]
+        parts.append(_table(("Case", "Passed on rung", "Original failure", "Attempts"), rows))
+
+    flagged = [(cs, f) for cs in results.cases for f in cs.regressions if f.verdict != "unchanged"]
+    if flagged:
+        parts.append("<h2>Regressions and improvements</h2>")
+        rows = [
+            (
+                e(cs.case_id),
+                e(f.framework),
+                f'<span class="{e(f.verdict)}">{e(f.verdict)}</span>',
+                e(rc.fmt_latency(f.latency_s)),
+                e(f.detail),
+            )
+            for cs, f in flagged
+        ]
+        parts.append(
+            _table(("Case", "Framework", "Verdict", "Latency", "Against history"), rows, True)
+        )
+
+    case_ids = [cs.case_id for cs in results.cases]
+    parts.append("<h2>Charts</h2>")
+    parts.append(_img(charts.outcome_grid(history, case_ids), "Outcome per night", "no runs"))
+    parts.append(
+        _img(
+            charts.latency_history(history, case_ids, results.run_id),
+            "Latency per case over the history",
+            "no measured latency yet",
+        )
+    )
+    parts.append(
+        _img(
+            charts.peak_memory(results),
+            "Peak GPU memory",
+            "no peak GPU memory was measured in this run",
+        )
+    )
+    parts.append(
+        _img(
+            charts.speedups(results),
+            "Speedup vs baseline",
+            "no case compared two frameworks in this run",
+        )
+    )
+
+    parts.append(f"<h2>All cases ({len(results.cases)})</h2>")
+    rows = []
+    for cs in results.cases:
+        frs = cs.framework_results() or [None]
+        for fr in frs:
+            reg = next((f for f in cs.regressions if fr and f.framework == fr.framework), None)
+            reg_cell = (
+                f'<span class="{e(reg.verdict)}" title="{e(reg.detail)}">{e(reg.verdict)}</span>'
+                if reg and reg.verdict != "unchanged"
+                else ""
+            )
+            rows.append(
+                (
+                    e(cs.case_id),
+                    _badge(str(framework_outcome(cs, fr) if fr else cs.outcome)),
+                    e(fr.framework if fr else "-"),
+                    e(rc.fmt_latency(fr.latency_s if fr else None)),
+                    e(rc.fmt_pct(spread_pct(fr.latency_samples_s) if fr else None)),
+                    e(rc.fmt_mib(fr.telemetry.peak_gpu_memory_mib if fr else None)),
+                    e(rc.fmt_speedup(fr.speedup_vs_baseline if fr else None)),
+                    reg_cell,
+                    e(f"{rc.duration_s(cs):.0f} s / {len(cs.attempts)}"),
+                )
+            )
+    parts.append(
+        _table(
+            (
+                "Case",
+                "Outcome",
+                "Framework",
+                "Latency",
+                "Spread",
+                "Peak mem",
+                "Speedup",
+                "History",
+                "Time / attempts",
+            ),
+            rows,
+            True,
+        )
+    )
+    skipped = rc.cases_in(results, "skipped")
+    if skipped:
+        parts.append(f"<h2>Skipped ({len(skipped)})</h2>")
+        parts.append(_table(("Case", "Reason"), [(cs.case_id, cs.reason or "-") for cs in skipped]))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

@@ -1,0 +1,246 @@
+"""The run directory `runs/<run-id>/`: its layout, results.json, manifest.json, `runs/latest`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shlex
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import lab
+from lab.errors import LabError
+from lab.files import write_json_atomic
+from lab.redact import redact_env
+from lab.results.model import RunResults
+
+MANIFEST_SCHEMA = "nightly-lab/manifest/v1"
+LATEST = "latest"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """`20261121T174700Z-ab12`: sorts by start time; the suffix keeps two runs of a second apart."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where one run's files live. `RunDir.create(root, run_id)` makes the folders."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], run_id: str | None = None) -> RunDir:
+        run_dir = cls(Path(root) / (run_id or new_run_id()))
+        for sub in (run_dir.logs, run_dir.attempts, run_dir.artifacts):
+            sub.mkdir(parents=True, exist_ok=True)
+        return run_dir
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def junit(self) -> Path:
+        return self.path / "junit.xml"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def attempts(self) -> Path:
+        return self.path / "attempts"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+
+def as_run_dir(run_dir: RunDir | str | os.PathLike[str]) -> RunDir:
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+
+
+def write_results(run_dir: RunDir | str | os.PathLike[str], results: RunResults) -> Path:
+    return write_json_atomic(as_run_dir(run_dir).results, results.to_results_json())
+
+
+def load_results(run_dir: RunDir | str | os.PathLike[str]) -> RunResults:
+    """Read `results.json` of a run folder (or the file itself)."""
+    path = Path(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
+    if path.is_dir():
+        path = RunDir(path).results
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabError(f"{path}: no such file (is this a run folder of `lab nightly`?)") from None
+    except OSError as e:
+        raise LabError(f"{path}: cannot read: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise LabError(f"{path}: expected a JSON object at the top level")
+    try:
+        return RunResults.from_results_json(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise LabError(f"{path}: not a lab results file: {where}: {err['msg']}") from None
+
+
+def update_latest(root: str | os.PathLike[str], run_dir: RunDir | str | os.PathLike[str]) -> Path:
+    """Point `root/latest` at `run_dir`, replacing the old link in one rename."""
+    root = Path(root)
+    target = as_run_dir(run_dir).path
+    link = root / LATEST
+    # Relative when the run is inside root, so the runs folder can be moved or mounted elsewhere.
+    rel = target.name if target.parent.resolve() == root.resolve() else str(target.resolve())
+    if link.exists() and not link.is_symlink():
+        raise LabError(f"{link} exists and is not a symlink; move it away so it can point at runs")
+    tmp = root / f".{LATEST}.{secrets.token_hex(4)}.tmp"
+    os.symlink(rel, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return link
+
+
+def write_manifest(run_dir: RunDir | str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
+    return write_json_atomic(as_run_dir(run_dir).manifest, dict(manifest))
+
+
+def canonical_sha256(obj: Any) -> str:
+    """SHA-256 of the JSON with sorted keys and no spaces: equal content, equal hash."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """HEAD of the lab's own checkout, or None (no git, not a checkout, no commit yet)."""
+    cwd = Path(repo_dir) if repo_dir else Path(lab.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) >= 40 else None
+
+
+_UNSET: Any = object()
+
+
+def build_manifest(
+    results: RunResults,
+    *,
+    case_json: Mapping[str, Mapping[str, Any]],
+    config_path: str | os.PathLike[str] | None = None,
+    config_sha256: str | None = None,
+    host_gpu: Mapping[str, Any] | None = None,
+    lab_version: str | None = None,
+    lab_commit: str | None = _UNSET,
+    secret_names: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Everything needed to run the same cases again: config and case JSON with their hashes,
+    images, the exact command line and environment of every attempt, methodology, host GPU.
+
+    `case_json` maps case id to the case as the suite defined it (LoadedSuite.case_json).
+    `host_gpu` is what the caller knows of the GPUs (model, driver, CUDA), or None.
+    `lab_commit` defaults to `git rev-parse HEAD` of the lab checkout."""
+    secret_names = list(secret_names)
+    cases = []
+    for case in results.cases:
+        spec = case_json.get(case.case_id)
+        attempts = []
+        for att in case.attempts:
+            attempts.append(
+                {
+                    "attempt": att.attempt,
+                    "rung": att.rung,
+                    "outcome": str(att.outcome),
+                    "gpus": att.gpus,
+                    "vram_gib": att.vram_gib,
+                    "extra_args": att.extra_args,
+                    "frameworks": [
+                        {
+                            "framework": fr.framework,
+                            "command": fr.command,
+                            "command_line": shlex.join(fr.command) if fr.command else "",
+                            # The sandbox redacted already; again here so a manifest never leaks.
+                            "env": redact_env(fr.env, secret_names),
+                        }
+                        for fr in att.frameworks
+                    ],
+                }
+            )
+        cases.append(
+            {
+                "id": case.case_id,
+                "sha256": canonical_sha256(spec) if spec is not None else None,
+                "case": dict(spec) if spec is not None else None,
+                "image": case.image,
+                "image_id": case.image_id,
+                "runtime": case.runtime or results.runtime,
+                "vram_gib": case.vram_gib,
+                "num_gpus": case.num_gpus,
+                "frameworks": case.frameworks,
+                "outcome": str(case.outcome),
+                "attempts": attempts,
+            }
+        )
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "run_id": results.run_id,
+        "timestamp": results.timestamp,
+        "status": results.status,
+        "lab": {
+            "version": lab_version or results.lab_version or lab.__version__,
+            "commit": git_commit() if lab_commit is _UNSET else lab_commit,
+        },
+        "config": {
+            "path": str(config_path) if config_path is not None else results.config_path,
+            "sha256": config_sha256 or results.config_sha256,
+        },
+        "runtime": results.runtime,
+        "methodology": {
+            "name": results.methodology,
+            "warmup_requests": results.warmup_requests,
+            "measurement_repeats": results.measurement_repeats,
+        },
+        "host": {"gpu": dict(host_gpu) if host_gpu is not None else None},
+        "cases": cases,
+    }

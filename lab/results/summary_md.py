@@ -1,0 +1,133 @@
+"""summary.md: the run at a glance, for a terminal, a PR comment or $GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from lab.results import report_common as rc
+from lab.results.model import RunResults, spread_pct
+
+
+def _cell(text: object) -> str:
+    # A pipe or newline inside a cell would break the table.
+    return rc.one_line(str(text)).replace("|", "\\|") or "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if text else "-"
+
+
+def render_summary(
+    results: RunResults, run_dir: Path | None = None, notes: Sequence[str] = ()
+) -> str:
+    lines = [f"# Nightly Lab run {results.run_id}", ""]
+    if results.status == "interrupted":
+        lines += [
+            "> **Interrupted**: the run was stopped before every case finished; "
+            "unfinished cases are marked `interrupted`.",
+            "",
+        ]
+    lines += [f"**{rc.headline(results)}**", ""]
+    meta = [
+        f"commit `{results.commit_sha[:12]}`" if results.commit_sha else None,
+        f"GPU {results.gpu_model}" if results.gpu_model else None,
+        f"runtime {results.runtime}" if results.runtime else None,
+        f"methodology {results.methodology} ({results.warmup_requests} warmup, "
+        f"{results.measurement_repeats} measured)",
+        results.timestamp,
+    ]
+    lines += [" · ".join(m for m in meta if m), ""]
+    lines += [f"> {n}" for n in notes] + ([""] if notes else [])
+
+    failed = rc.cases_in(results, "failed")
+    if failed:
+        lines += [f"## Failed ({len(failed)})", ""]
+        rows = [
+            (f.case_id, f.framework, f.outcome, f.phase, f.reason, _code(f.log_path))
+            for case in failed
+            for f in rc.failure_rows(case, run_dir)
+        ]
+        lines += _table(("Case", "Framework", "Outcome", "Phase", "Reason", "Log"), rows)
+
+    interrupted = rc.cases_in(results, "interrupted")
+    if interrupted:
+        lines += [f"## Interrupted ({len(interrupted)})", ""]
+        rows = [
+            (f.case_id, f.framework, f.phase, f.reason, _code(f.log_path))
+            for case in interrupted
+            for f in rc.failure_rows(case, run_dir)
+        ]
+        lines += _table(("Case", "Framework", "Phase", "Reason", "Log"), rows)
+
+    degraded = rc.cases_in(results, "degraded")
+    if degraded:
+        lines += [
+            f"## Degraded ({len(degraded)})",
+            "",
+            "Passed only after the OOM ladder lowered memory use; the numbers are not comparable "
+            "with an undegraded run.",
+            "",
+        ]
+        rows = [
+            (
+                c.case_id,
+                _code(rc.passed_rung(c)),
+                rc.original_failure(c),
+                len(c.attempts),
+                ", ".join(
+                    f"{fr.framework} {rc.fmt_latency(fr.latency_s)}" for fr in c.framework_results()
+                ),
+            )
+            for c in degraded
+        ]
+        lines += _table(("Case", "Passed on rung", "Original failure", "Attempts", "Latency"), rows)
+
+    flagged = [(c, f) for c in results.cases for f in c.regressions if f.verdict != "unchanged"]
+    if flagged:
+        lines += ["## Regressions and improvements", ""]
+        rows = [
+            (
+                c.case_id,
+                f.framework,
+                "**regressed**" if f.verdict == "regressed" else "improved",
+                rc.fmt_latency(f.latency_s),
+                f.detail,
+            )
+            for c, f in flagged
+        ]
+        lines += _table(("Case", "Framework", "Verdict", "Latency", "Against history"), rows)
+
+    measured = [c for c in results.cases if rc.bucket(c.outcome) in ("passed", "degraded")]
+    if measured:
+        lines += [f"## Passed ({len(measured)})", ""]
+        rows = []
+        for c in measured:
+            label = c.case_id + (f" (degraded: {rc.passed_rung(c)})" if c.degraded_rung else "")
+            for fr in c.framework_results() or [None]:
+                rows.append(
+                    (
+                        label,
+                        fr.framework if fr else "-",
+                        rc.fmt_latency(fr.latency_s if fr else None),
+                        rc.fmt_pct(spread_pct(fr.latency_samples_s) if fr else None),
+                        rc.fmt_mib(fr.telemetry.peak_gpu_memory_mib if fr else None),
+                        rc.fmt_speedup(fr.speedup_vs_baseline if fr else None),
+                    )
+                )
+        lines += _table(
+            ("Case", "Framework", "Latency (median)", "Spread", "Peak GPU mem", "Speedup"), rows
+        )
+
+    skipped = rc.cases_in(results, "skipped")
+    if skipped:
+        lines += [f"## Skipped ({len(skipped)})", ""]
+        lines += _table(("Case", "Reason"), [(c.case_id, c.reason or "-") for c in skipped])
+
+    return "\n".join(lines).rstrip() + "\n"

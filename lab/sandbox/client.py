@@ -1,0 +1,303 @@
+"""Requests to a server and the checks on what comes back: image, video (submit → poll →
+download), image-conditioned multipart, in the API style of each framework."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from lab.config import Case
+from lab.frameworks.base import RequestStyle
+
+POLL_INTERVAL_S = 0.05
+IDENTICAL_PSNR_DB = 100.0  # identical outputs; JSON has no infinity
+
+
+class BadResponse(Exception):
+    """The server answered, but not with what the case asked for."""
+
+
+@dataclass
+class Output:
+    kind: str  # "image" | "video"
+    data: bytes
+    fmt: str  # "png", "gif", "mp4", ...
+    latency_s: float
+    frames: int | None = None
+    perf: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def sized_prompts(prompt: str, count: int) -> list[str]:
+    """`count` different prompts of the same length (servers cache encodings of seen inputs)."""
+    return [f"{prompt} #{i:03d}" for i in range(1, count + 1)]
+
+
+def _drop_nulls(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        case: Case,
+        style: RequestStyle,
+        timeout_s: float,
+        image_input: bytes | None,
+        out_dir: Path,
+    ) -> None:
+        self.base = base_url.rstrip("/")
+        self.case = case
+        self.style = style
+        self.timeout_s = timeout_s
+        self.image_input = image_input
+        self.out_dir = out_dir
+        self.http = requests.Session()
+
+    # --- the common request body ------------------------------------------------------------
+    def _fields(self, prompt: str) -> dict[str, Any]:
+        c = self.case
+        body: dict[str, Any] = {
+            "model": c.model,
+            "prompt": prompt,
+            "size": f"{c.width}x{c.height}",
+            "n": 1,
+            "seed": c.seed,
+            "num_inference_steps": c.num_inference_steps,
+            "guidance_scale": c.guidance_scale,
+            "negative_prompt": c.negative_prompt,
+        }
+        if c.is_video:
+            body.update(num_frames=c.num_frames, fps=c.fps)
+        else:
+            body["response_format"] = "b64_json"
+        body = _drop_nulls(body)
+        for k, v in (c.sglang_request_extra or {}).items():  # a null deletes the key
+            if v is None:
+                body.pop(k, None)
+            else:
+                body[k] = v
+        return body
+
+    def send(self, prompt: str, perf_dump_path: Path | None = None) -> Output:
+        t0 = time.perf_counter()
+        if self.style == "vllm-chat":
+            out = self._vllm_chat(prompt)
+        elif self.style == "lightx2v":
+            out = self._lightx2v(prompt)
+        elif self.case.is_video:
+            out = self._openai_video(prompt, perf_dump_path)
+        else:
+            out = self._openai_image(prompt, perf_dump_path)
+        out.latency_s = time.perf_counter() - t0
+        if perf_dump_path is not None:
+            out.perf = _read_perf_dump(perf_dump_path)
+        check_output(out, self.case)
+        return out
+
+    # --- sglang / reference: OpenAI-style endpoints -----------------------------------------
+    def _openai_image(self, prompt: str, perf: Path | None) -> Output:
+        body = self._fields(prompt)
+        if perf is not None:
+            body["perf_dump_path"] = str(perf)
+        if self.case.needs_image_input:
+            files = {"image": ("input.png", self.image_input or b"", "image/png")}
+            form = {k: (json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in body.items()}
+            r = self.http.post(f"{self.base}/v1/images/edits", data=form, files=files,
+                               timeout=self.timeout_s)  # fmt: skip
+        else:
+            r = self.http.post(f"{self.base}/v1/images/generations", json=body, timeout=self.timeout_s)
+        data = _json(r)
+        try:
+            b64 = data["data"][0]["b64_json"]
+        except (KeyError, IndexError, TypeError):
+            raise BadResponse(f"no data[0].b64_json in the answer: {_short(data)}") from None
+        return Output("image", _b64(b64), "png", 0.0)
+
+    def _openai_video(self, prompt: str, perf: Path | None) -> Output:
+        body = self._fields(prompt)
+        if perf is not None:
+            body["perf_dump_path"] = str(perf)
+        if self.case.needs_image_input:
+            form = {k: (json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in body.items()}
+            files = {"input_reference": ("input.png", self.image_input or b"", "image/png")}
+            r = self.http.post(f"{self.base}/v1/videos", data=form, files=files, timeout=self.timeout_s)
+        else:
+            r = self.http.post(f"{self.base}/v1/videos", json=body, timeout=self.timeout_s)
+        job = _json(r)
+        vid = job.get("id") if isinstance(job, dict) else None
+        if not vid:
+            raise BadResponse(f"no video id in the answer: {_short(job)}")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            st = _json(self.http.get(f"{self.base}/v1/videos/{vid}", timeout=self.timeout_s))
+            status = st.get("status") if isinstance(st, dict) else None
+            if status == "completed":
+                break
+            if status == "failed":
+                raise BadResponse(f"video {vid} failed: {_short(st.get('error'))}")
+            if status not in ("queued", "in_progress", "processing", "pending"):
+                raise BadResponse(f"video {vid}: unknown status {status!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"video {vid} not completed after {self.timeout_s:.0f} s")
+            time.sleep(POLL_INTERVAL_S)
+        content = self.http.get(f"{self.base}/v1/videos/{vid}/content", timeout=self.timeout_s)
+        if content.status_code != 200:
+            raise BadResponse(f"GET /v1/videos/{vid}/content answered {content.status_code}")
+        return Output("video", content.content, _video_format(content.content), 0.0)
+
+    # --- vllm-omni ----------------------------------------------------------------------------
+    def _vllm_chat(self, prompt: str) -> Output:
+        c = self.case
+        content: Any = prompt
+        if c.needs_image_input and self.image_input:
+            url = "data:image/png;base64," + base64.b64encode(self.image_input).decode()
+            content = [{"type": "text", "text": prompt},
+                       {"type": "image_url", "image_url": {"url": url}}]  # fmt: skip
+        body = {
+            "model": c.model,
+            "messages": [{"role": "user", "content": content}],
+            **_drop_nulls({
+                "height": c.height, "width": c.width, "num_inference_steps": c.num_inference_steps,
+                "guidance_scale": c.guidance_scale, "seed": c.seed, "num_frames": c.num_frames,
+                "fps": c.fps, "negative_prompt": c.negative_prompt,
+            }),  # fmt: skip
+        }
+        data = _json(self.http.post(f"{self.base}/v1/chat/completions", json=body,
+                                    timeout=self.timeout_s))  # fmt: skip
+        try:
+            parts = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise BadResponse(f"no choices[0].message.content: {_short(data)}") from None
+        for part in parts if isinstance(parts, list) else []:
+            url = (part.get("image_url") or part.get("video_url") or {}).get("url", "")
+            if url.startswith("data:"):
+                raw = _b64(url.split(",", 1)[1])
+                kind = "video" if c.is_video else "image"
+                return Output(kind, raw, "png" if kind == "image" else _video_format(raw), 0.0)
+        raise BadResponse(f"no data: URL in the message content: {_short(parts)}")
+
+    # --- lightx2v -------------------------------------------------------------------------------
+    def _lightx2v(self, prompt: str) -> Output:
+        c = self.case
+        kind = "video" if c.is_video else "image"
+        save = self.out_dir / f"lightx2v_{int(time.time() * 1000)}.{'mp4' if c.is_video else 'png'}"
+        body = _drop_nulls({"prompt": prompt, "seed": c.seed, "negative_prompt": c.negative_prompt,
+                            "save_result_path": str(save)})  # fmt: skip
+        if c.needs_image_input and self.image_input:
+            body["image_path"] = base64.b64encode(self.image_input).decode()
+        task = _json(self.http.post(f"{self.base}/v1/tasks/{kind}", json=body, timeout=self.timeout_s))
+        tid = task.get("task_id") if isinstance(task, dict) else None
+        if not tid:
+            raise BadResponse(f"no task_id in the answer: {_short(task)}")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            st = _json(self.http.get(f"{self.base}/v1/tasks/{tid}/status", timeout=self.timeout_s))
+            status = str(st.get("status", "")).upper() if isinstance(st, dict) else ""
+            if status == "COMPLETED":
+                break
+            if status in ("FAILED", "CANCELLED"):
+                raise BadResponse(f"task {tid} {status.lower()}: {_short(st)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {tid} not completed after {self.timeout_s:.0f} s")
+            time.sleep(POLL_INTERVAL_S)
+        if not save.exists():
+            raise BadResponse(f"task {tid} completed but wrote no file at {save}")
+        raw = save.read_bytes()
+        return Output(kind, raw, "png" if kind == "image" else _video_format(raw), 0.0)
+
+
+def _json(r: requests.Response) -> Any:
+    if r.status_code >= 400:
+        raise BadResponse(f"HTTP {r.status_code} from {r.request.method} {r.url}: {r.text[:300]}")
+    try:
+        return r.json()
+    except ValueError:
+        raise BadResponse(
+            f"malformed JSON from {r.request.method} {r.url}: {r.text[:120]!r}"
+        ) from None
+
+
+def _b64(s: Any) -> bytes:
+    try:
+        return base64.b64decode(s, validate=True)
+    except Exception:
+        raise BadResponse("b64_json is not valid base64") from None
+
+
+def _short(obj: Any) -> str:
+    s = json.dumps(obj) if not isinstance(obj, str) else obj
+    return s if len(s) <= 200 else s[:200] + "…"
+
+
+def _video_format(raw: bytes) -> str:
+    if raw[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if raw[4:8] == b"ftyp":
+        return "mp4"
+    if raw[:4] == b"RIFF":
+        return "avi"
+    if raw[:8] == b"\x89PNG\r\n\x1a\n":
+        return "apng"
+    return "unknown"
+
+
+def _read_perf_dump(path: Path, wait_s: float = 2.0) -> dict[str, Any] | None:
+    """The server writes its timings after answering; wait briefly instead of racing it."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.02)
+    return None
+
+
+def check_output(out: Output, case: Case) -> None:
+    """Decode the output and check its size and frame count against the case."""
+    from PIL import Image, UnidentifiedImageError
+
+    if out.kind == "video" and out.fmt == "mp4":
+        if len(out.data) < 64:
+            raise BadResponse(f"video of {len(out.data)} bytes is too short to hold frames")
+        out.notes.append("mp4: container checked, frames not decoded")
+        return
+    try:
+        img = Image.open(io.BytesIO(out.data))
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise BadResponse(f"{out.kind} does not decode: {e}") from None
+    if img.size != (case.width, case.height):
+        raise BadResponse(
+            f"{out.kind} is {img.size[0]}x{img.size[1]}, the case asked for {case.width}x{case.height}"
+        )
+    if out.kind == "video":
+        out.frames = getattr(img, "n_frames", 1)
+        if case.num_frames and out.frames != case.num_frames:
+            raise BadResponse(f"video has {out.frames} frames, the case asked for {case.num_frames}")
+
+
+def psnr_db(a: bytes, b: bytes) -> float | None:
+    """PSNR between two decoded outputs (first frame of videos); None when not comparable."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        x = np.asarray(Image.open(io.BytesIO(a)).convert("RGB"), dtype=np.float64)
+        y = np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), dtype=np.float64)
+    except Exception:
+        return None
+    if x.shape != y.shape:
+        return None
+    mse = float(np.mean((x - y) ** 2))
+    return IDENTICAL_PSNR_DB if mse == 0 else round(10.0 * np.log10(255.0**2 / mse), 2)
