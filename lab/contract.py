@@ -131,6 +131,7 @@ class FrameworkResult(_Model):
     artifact: str | None = None
     speedup_vs_baseline: float | None = None
     psnr_vs_baseline_db: float | None = None
+    ready_at: float | None = None  # epoch seconds the lab saw the server ready
     fatal_line_at: float | None = None  # epoch seconds the fatal line was read
     stopped_at: float | None = None  # epoch seconds the process group was gone
     inner_junit: str | None = None  # test cases: the JUnit file the command wrote

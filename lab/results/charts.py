@@ -96,8 +96,11 @@ def latency_history(
             pts = sorted(
                 (col[r.run_id], r.latency_s, r.regression) for r in mine if r.framework == fw
             )
-            xs = [p[0] for p in pts]
-            ax.plot(xs, [p[1] for p in pts], marker="o", markersize=4, label=fw or "-")
+            # NaN for nights without a measurement: the line breaks there instead of bridging.
+            ys = [math.nan] * len(runs)
+            for x, y, _ in pts:
+                ys[x] = y
+            ax.plot(range(len(runs)), ys, marker="o", markersize=4, label=fw or "-")
             bad = [(x, y) for x, y, reg in pts if reg == "regressed"]
             if bad:
                 ax.scatter(

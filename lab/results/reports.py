@@ -1,21 +1,23 @@
 """Writing a run's reports: summary.md, junit.xml and report.html in the run folder.
 
-`write_reports` comes last in a run (after `regression.detect` and `history.record_run`);
-`regenerate` is `lab report RUN_DIR`: the same files again from results.json."""
+`finish_run` is the end of `lab nightly`: results, regressions, history, reports, in that order.
+`regenerate` is `lab report RUN_DIR`: the same reports again from results.json."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import LabError
 from lab.files import write_atomic
-from lab.results.history import HistoryRow, history_rows, rows_for_run
+from lab.results.history import HistoryRow, history_rows, record_run, rows_for_run
 from lab.results.junit_xml import render_junit
 from lab.results.model import RunResults
+from lab.results.regression import detect
 from lab.results.report_html import render_html
-from lab.results.store import RunDir, as_run_dir, load_results
+from lab.results.store import RunDir, as_run_dir, load_results, write_results
 from lab.results.summary_md import render_summary
 
 HISTORY_RUNS = 30  # nights shown in the history charts
@@ -50,10 +52,13 @@ def write_reports(
     run_dir: RunDir | str | os.PathLike[str],
     results: RunResults,
     db_path: str | os.PathLike[str] | None,
+    notes: Sequence[str] = (),
 ) -> Reports:
-    """Write the three reports; append summary.md to $GITHUB_STEP_SUMMARY when it is set."""
+    """Write the three reports; append summary.md to $GITHUB_STEP_SUMMARY when it is set.
+
+    A history that cannot be read does not stop the reports: they say so (`notes`)."""
     rd = as_run_dir(run_dir)
-    notes: list[str] = []
+    notes = list(notes)
     history = _history(db_path, results, notes)
     summary = render_summary(results, rd.path, notes)
     out = Reports(
@@ -76,3 +81,30 @@ def regenerate(
     """`lab report RUN_DIR`: rewrite the reports from the run's results.json."""
     rd = as_run_dir(run_dir)
     return write_reports(rd, load_results(rd), db_path)
+
+
+def finish_run(
+    run_dir: RunDir | str | os.PathLike[str],
+    results: RunResults,
+    db_path: str | os.PathLike[str],
+    threshold_pct: float = 5.0,
+    window: int = 5,
+) -> Reports:
+    """Write results.json, judge regressions against history, record the run, write reports.
+
+    results.json is written first, so it stands whatever happens to the history. A history
+    error (corrupt, unreadable) still lets everything else be written, and is raised last."""
+    rd = as_run_dir(run_dir)
+    write_results(rd, results)
+    problem: LabError | None = None
+    try:
+        detect(db_path, results, threshold_pct, window)
+        write_results(rd, results)  # again, with the verdicts, so `lab report` shows them too
+        record_run(db_path, results)
+    except LabError as e:
+        problem = e
+    notes = [f"History unavailable: {problem}"] if problem else []
+    reports = write_reports(rd, results, db_path, notes)
+    if problem is not None:
+        raise problem
+    return reports

@@ -173,6 +173,7 @@ class Attempt:
             sampler = Sampler(server.group_pids, self.nvml, self.devices).start()
             base_url = f"http://{spec.host}:{spec.port}"
             self._wait_ready(adapter.health_url_path(cfg), adapter.ready_path(cfg), base_url)
+            res.ready_at = time.time()
             timings["startup"] = round(time.monotonic() - t0, 3)
             style = adapter.style(cfg)
             if style != "none":

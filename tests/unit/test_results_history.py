@@ -20,11 +20,19 @@ def test_a_recorded_run_comes_back_per_case_and_framework(tmp_path):
         [
             case(
                 "flux",
-                [framework("sglang", 1.2, peak_mib=30_000), framework("vllm-omni", 1.8, speedup=0.67)],
+                [
+                    framework("sglang", 1.2, peak_mib=30_000),
+                    framework("vllm-omni", 1.8, speedup=0.67),
+                ],
                 vram_gib=32.0,
             ),
-            case("wan", [framework("sglang", None, Outcome.oom, reason="CUDA out of memory")],
-                 Outcome.oom, reason="CUDA out of memory", phase=Phase.startup),
+            case(
+                "wan",
+                [framework("sglang", None, Outcome.oom, reason="CUDA out of memory")],
+                Outcome.oom,
+                reason="CUDA out of memory",
+                phase=Phase.startup,
+            ),
         ],
     )
     record_run(db, results)
@@ -71,7 +79,10 @@ def test_an_interrupted_run_is_recorded_as_interrupted(tmp_path):
     record_run(db, results)
     (row,) = case_history(db, "wan")
     assert (row.status, row.outcome, row.phase, row.reason) == (
-        "interrupted", "interrupted", "warmup", "SIGINT"
+        "interrupted",
+        "interrupted",
+        "warmup",
+        "SIGINT",
     )
     assert case_history(db, "flux")[0].status == "interrupted"
 
@@ -125,7 +136,7 @@ def test_a_database_with_a_damaged_page_is_reported_too(tmp_path):
 def test_regression_detection_on_a_corrupt_history_is_an_error_not_silence(tmp_path):
     db = tmp_path / "history.sqlite"
     db.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(LabError, match="history.sqlite"):
+    with pytest.raises(LabError, match=r"history\.sqlite"):
         detect(db, night(2, {"flux": 1.0}))
 
 

@@ -109,8 +109,9 @@ def test_failed_nights_and_degraded_rungs_do_not_make_a_baseline(tmp_path):
     (finding,) = tonight.cases[0].regressions
     assert (finding.baseline_runs, finding.baseline_median_s) == (1, 1.0)
 
-    degraded_again = run(4, [case("flux", [framework("sglang", 3.5)], Outcome.degraded,
-                                  rung="cpu-offload")])
+    degraded_again = run(
+        4, [case("flux", [framework("sglang", 3.5)], Outcome.degraded, rung="cpu-offload")]
+    )
     detect(db, degraded_again)
     assert degraded_again.cases[0].regression == "regressed"
 
@@ -125,7 +126,9 @@ def test_a_failed_case_tonight_gets_no_verdict(seeded):
 def test_each_framework_is_judged_against_its_own_history(tmp_path):
     db = tmp_path / "history.sqlite"
     for n in range(1, 6):
-        record_run(db, run(n, [case("flux", [framework("sglang", 1.0), framework("vllm-omni", 2.0)])]))
+        record_run(
+            db, run(n, [case("flux", [framework("sglang", 1.0), framework("vllm-omni", 2.0)])])
+        )
     tonight = run(6, [case("flux", [framework("sglang", 1.0), framework("vllm-omni", 2.5)])])
     detect(db, tonight)
     c = tonight.cases[0]
@@ -137,7 +140,9 @@ def test_each_framework_is_judged_against_its_own_history(tmp_path):
     assert c.regression_detail.startswith("vllm-omni: +25.0 %")
 
     record_run(db, tonight)  # the flag is kept per framework in the history
-    rows = {r.framework: r.regression for r in case_history(db, "flux") if r.run_id == tonight.run_id}
+    rows = {
+        r.framework: r.regression for r in case_history(db, "flux") if r.run_id == tonight.run_id
+    }
     assert rows == {"sglang": None, "vllm-omni": "regressed"}
 
 

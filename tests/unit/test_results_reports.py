@@ -12,10 +12,10 @@ from PIL import Image
 from test_results_support import case, framework, night, run
 
 from lab.contract import Outcome, Phase
+from lab.errors import LabError
 from lab.results.history import record_run
-from lab.results.regression import detect
-from lab.results.reports import regenerate, write_reports
-from lab.results.store import RunDir, write_results
+from lab.results.reports import finish_run, regenerate, write_reports
+from lab.results.store import RunDir, load_results, write_results
 
 XSD = Path(__file__).parents[1] / "data" / "junit.xsd"
 OOM_LINE = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB | GPU 0"
@@ -72,14 +72,19 @@ def written(tmp_path):
     """Five quiet nights, then night 6 with every outcome and `flux` 10 % slower."""
     db = tmp_path / "history.sqlite"
     for n in range(1, 6):
-        record_run(db, run(n, [case("flux", [framework("sglang", 1.0), framework("vllm-omni", 1.6)]),
-                               case("wan", [framework("sglang", 30.0)])]))
+        record_run(
+            db,
+            run(
+                n,
+                [
+                    case("flux", [framework("sglang", 1.0), framework("vllm-omni", 1.6)]),
+                    case("wan", [framework("sglang", 30.0)]),
+                ],
+            ),
+        )
     rd = RunDir.create(tmp_path, "20261106T010000Z-ab06")
     results = every_outcome(rd.path)
-    write_results(rd, results)
-    detect(db, results)
-    record_run(db, results)
-    write_reports(rd, results, db)
+    finish_run(rd, results, db)
     return rd, results, db
 
 
@@ -91,9 +96,12 @@ def test_junit_validates_against_the_schema_ci_reads(written):
 def test_junit_says_per_case_what_ci_should_show(written):
     rd, _, _ = written
     suite = ET.parse(rd.junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
-        "5", "1", "1", "1"
-    )
+    assert (
+        suite.get("tests"),
+        suite.get("failures"),
+        suite.get("errors"),
+        suite.get("skipped"),
+    ) == ("5", "1", "1", "1")
     cases = {tc.get("name"): tc for tc in suite.iter("testcase")}
     assert set(cases) == {"flux", "wan", "ltx", "hunyuan", "infra"}
     assert {tc.get("classname") for tc in cases.values()} == {"nightly-lab.nightly"}
@@ -206,10 +214,24 @@ def test_reports_are_appended_to_the_github_step_summary(tmp_path, monkeypatch):
 
 
 def test_lab_report_rewrites_the_reports_from_results_json(written):
-    rd, results, db = written
+    rd, _, db = written
     before = {p: p.read_text() for p in (rd.summary, rd.junit)}
     for p in (rd.summary, rd.junit, rd.report):
         p.unlink()
     regenerate(rd.path, db)
     assert {p: p.read_text() for p in (rd.summary, rd.junit)} == before
     assert rd.report.stat().st_size > 10_000
+
+
+def test_finishing_a_run_on_a_corrupt_history_keeps_results_and_reports_then_fails(tmp_path):
+    db = tmp_path / "history.sqlite"
+    db.write_bytes(b"\x13garbage" * 512)
+    rd = RunDir.create(tmp_path, "20261101T010000Z-ab01")
+    results = night(1, {"flux": 1.0})
+    with pytest.raises(LabError, match="not a readable SQLite database"):
+        finish_run(rd, results, db)
+    assert load_results(rd) == results
+    assert "History unavailable" in rd.summary.read_text()
+    assert rd.junit.exists() and rd.report.exists()
+    assert not db.exists()  # moved aside, and no new history made in the same breath
+    assert len(list(tmp_path.glob("history.sqlite.corrupt-*"))) == 1

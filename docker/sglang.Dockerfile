@@ -1,0 +1,22 @@
+# sglang's release image with the lab on top, so that `lab case` runs next to `sglang serve`.
+# Built by docker/build-images.sh only when the base image can be had (a registry answers).
+# v0.5.16 is a published lmsysorg/sglang release tag; override with SGLANG_TAG.
+ARG SGLANG_TAG=v0.5.16
+FROM lmsysorg/sglang:${SGLANG_TAG}
+COPY build/wheelhouse/lab/ /tmp/lab-wheel/
+# The lab must not change the sglang stack under test: install it without its pins, then add
+# only the dependencies the image lacks, with every package already there held at its version.
+ENV PIP_BREAK_SYSTEM_PACKAGES=1
+RUN python3 -m pip install --no-cache-dir --no-deps /tmp/lab-wheel/*.whl \
+    && python3 -m pip list --format=freeze > /tmp/keep.txt \
+    && python3 -c "import re; from importlib.metadata import requires; \
+print('\n'.join(re.match(r'[A-Za-z0-9._-]+', r).group() \
+for r in requires('nightly-lab') or [] if 'extra ==' not in r))" > /tmp/lab-deps.txt \
+    && python3 -m pip install --no-cache-dir -c /tmp/keep.txt -r /tmp/lab-deps.txt \
+    && rm -rf /tmp/lab-wheel /tmp/keep.txt /tmp/lab-deps.txt
+ARG SGLANG_TAG
+ARG LAB_VERSION=unknown
+ARG SOURCE_HASH=unknown
+LABEL nightly-lab.version=$LAB_VERSION \
+      nightly-lab.source-hash=$SOURCE_HASH \
+      nightly-lab.sglang-tag=$SGLANG_TAG
