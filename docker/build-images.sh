@@ -52,15 +52,16 @@ image_label() {
   docker image inspect -f "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
 }
 
-# Build quietly into a log, showing only the step lines; the log's end on failure.
+# Build into a log; say how much came from the cache, and show the log's end on failure.
 docker_build() {
   local name=$1 log=build/$1-build.log
   shift
   mkdir -p build
-  if ! docker build "$@" . 2>&1 | tee "$log" | grep --line-buffered -E '^Step [0-9]+/'; then
+  if ! docker build "$@" . >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     die "building the $name image failed (full log: $log)"
   fi
+  say "  $name: $(grep -c -- '---> Using cache' "$log" || true) of $(grep -c '^Step ' "$log" || true) steps from the cache (log: $log)"
 }
 
 # A rebuilt image leaves its predecessor untagged; drop it so disk use does not grow per change.
@@ -77,7 +78,10 @@ build_base() {
     say "$BASE: present"
     return
   fi
-  is_root || die "$BASE needs debootstrap, which needs root: run  sudo docker/build-images.sh base"
+  if ! is_root; then
+    warn "$BASE needs debootstrap, which needs root: run  sudo docker/build-images.sh base"
+    exit 3 # set-up tells this known limit apart from a failure
+  fi
   have debootstrap || die "debootstrap is missing: apt-get install -y debootstrap"
   local dir=build/debootstrap-bookworm t0
   t0=$(now)
@@ -239,7 +243,8 @@ build_sglang() {
   old_id=$(docker image inspect -f '{{.Id}}' "$SGLANG" 2>/dev/null || true)
   say "$SGLANG: building on $SGLANG_FROM (the pull is many GB the first time)"
   docker_build sglang -f docker/sglang.Dockerfile --build-arg "SGLANG_TAG=$SGLANG_TAG" \
-    --build-arg "LAB_VERSION=$VERSION" --build-arg "SOURCE_HASH=$hash" -t "$SGLANG"
+    --build-arg "LAB_VERSION=$VERSION" --build-arg "SOURCE_HASH=$hash" -t "$SGLANG" \
+    -t nightly-lab/sglang:latest
   remove_if_dangling "$old_id"
 }
 

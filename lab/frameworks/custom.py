@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 
 from lab.config import Case, FrameworkConfig, Rung
 from lab.frameworks.args import merge_args
@@ -24,7 +25,8 @@ class Custom(Framework):
     ) -> list[str]:
         assert cfg.command  # config validation guarantees it
         filled = cfg.command.format(
-            port=port, host=host, model=case.model, num_gpus=num_gpus, config_dir=config_dir
+            port=port, host=host, model=case.model, num_gpus=num_gpus, config_dir=config_dir,
+            python=shlex.quote(sys.executable),  # the sandbox's own interpreter
         )
         return merge_args(shlex.split(filled) + cfg.serve_arg_list, extra_args)
 

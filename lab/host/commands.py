@@ -104,7 +104,7 @@ def resolve_gpus(arg: str | None):  # noqa: ANN201 - list[GpuInfo]
     except ValueError:
         raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none") from None
     if not found:  # no NVML here: trust the user (CI simulations, exotic drivers)
-        return [GpuInfo(index=i, name="unknown", uuid="", memory_total_mib=0) for i in wanted]
+        return [GpuInfo(index=i, name="unknown", uuid="", memory_total_mib=0.0) for i in wanted]
     by_index = {g.index: g for g in found}
     missing = [i for i in wanted if i not in by_index]
     if missing:
@@ -187,50 +187,49 @@ def run_suite(
     _check_images(runtime, plans)
     run_dir = RunDir.create(root, new_run_id())
     progress = Progress()
-    nightly = Nightly(loaded, plans, runtime, gpus, run_dir.root, run_dir.run_id,
+    nightly = Nightly(loaded, plans, runtime, gpus, run_dir.path, run_dir.run_id,
                       RunOptions(out_root=root, vram_gib=vram_gib,
                                  fail_on_degraded=fail_on_degraded), progress)  # fmt: skip
     seen = install_signal_handlers(nightly)
-    print(f"lab: run {run_dir.run_id} → {run_dir.root} ({runtime.name} runtime, "
+    print(f"lab: run {run_dir.run_id} → {run_dir.path} ({runtime.name} runtime, "
           f"{len(gpus)} GPU(s))", file=sys.stderr)  # fmt: skip
     with progress:
         results = nightly.run()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    finish_run(loaded, run_dir.root, results, gpus)
-    _print_summary(results, run_dir.root)
+    problem = finish_run(loaded, run_dir.path, results, gpus)
+    _print_summary(results, run_dir.path)
     if seen["signal"]:
         return 128 + seen["signal"]
+    if problem:
+        print(f"lab: {problem}", file=sys.stderr)
+        return 2
     failed = results.failed
     degraded = [c for c in results.cases if str(c.outcome) == "degraded"]
     return 1 if failed or (fail_on_degraded and degraded) else 0
 
 
-def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> None:  # noqa: ANN001
-    """Regressions against history, then history, reports, manifest and runs/latest."""
-    from lab.results import history, regression, reports, store
+def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:  # noqa: ANN001
+    """Manifest, regressions against history, history, reports and runs/latest. Returns the
+    history problem, if any, after everything else is on disk."""
+    from lab.results import reports, store
 
-    db = run_dir.parent / "history.sqlite"
-    policy = loaded.suite.regression
-    notes = []
-    try:
-        regression.detect(db, results, threshold_pct=policy.threshold_pct, window=policy.window)
-    except LabError as e:
-        notes.append(str(e))
-    store.write_results(run_dir, results)
-    try:
-        history.record_run(db, results)
-    except LabError as e:
-        notes.append(str(e))
     case_json = {c.case_id: loaded.case_json(c.case_id) for c in results.cases}
-    host_gpu = ({"model": gpus[0].name, "driver": gpus[0].driver, "cuda": gpus[0].cuda}
-                if gpus else None)  # fmt: skip
-    store.write_manifest(run_dir, store.build_manifest(results, case_json=case_json,
-                                                       host_gpu=host_gpu))  # fmt: skip
-    reports.write_reports(run_dir, results, db)
+    from lab.host.gpus import summary
+
+    host_gpu = summary() if gpus else None
+    store.write_manifest(run_dir, store.build_manifest(
+        results, case_json=case_json, config_path=loaded.path, config_sha256=loaded.sha256,
+        host_gpu=host_gpu))  # fmt: skip
+    problem = None
+    policy = loaded.suite.regression
+    try:
+        reports.finish_run(run_dir, results, run_dir.parent / "history.sqlite",
+                           policy.threshold_pct, policy.window)  # fmt: skip
+    except LabError as e:
+        problem = str(e)
     store.update_latest(run_dir.parent, run_dir)
-    for n in notes:
-        print(f"lab: {n}", file=sys.stderr)
+    return problem
 
 
 def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
@@ -238,7 +237,7 @@ def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
 
     from rich.console import Console
 
-    con = Console(stderr=True, highlight=False)
+    con = Console(stderr=True, highlight=False, soft_wrap=True)
     con.print()
     for c in results.cases:
         st = outcome_style(str(c.outcome))
@@ -247,7 +246,9 @@ def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
         if frs and frs[0].latency_s is not None:
             lat = " " + ", ".join(f"{f.framework} {f.latency_s:.3f}s" for f in frs if f.latency_s)
         extra = f" (rung {c.degraded_rung})" if c.degraded_rung else ""
-        why = f" — {c.phase}: {c.reason}" if str(c.outcome) not in ("passed",) and c.reason else ""
+        where = f"{c.phase}: " if c.phase else ""
+        reason = c.reason if len(c.reason) <= 200 else c.reason[:200] + "…"
+        why = f" — {where}{reason}" if str(c.outcome) != "passed" and c.reason else ""
         reg = f" [{c.regression}]" if c.regression else ""
         con.print(f"  [{st}]{str(c.outcome):12}[/] {c.case_id}{extra}{lat}{reg}{why}")
     counts: dict[str, int] = {}
@@ -355,7 +356,7 @@ def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> i
     from lab.results.store import RunDir, new_run_id
 
     run_dir = RunDir.create(root, new_run_id())
-    n = Nightly(loaded, [plan], runtime, gpus, run_dir.root, run_dir.run_id,
+    n = Nightly(loaded, [plan], runtime, gpus, run_dir.path, run_dir.run_id,
                 RunOptions(out_root=root), Progress(live=False))  # fmt: skip
     rung = plan.ladder.rungs[0]
     spec, req = n.build_request(plan, rung, 1, [g.index for g in gpus[: rung.num_gpus]])

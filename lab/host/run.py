@@ -97,7 +97,11 @@ class Nightly:
     ) -> None:
         self.loaded, self.plans, self.runtime, self.gpus = loaded, plans, runtime, gpus
         self.run_dir, self.run_id, self.opts, self.progress = run_dir, run_id, opts, progress
-        self.pool = ResourcePool([g.index for g in gpus], loaded.suite.cpu_concurrency)
+        # `local` has no network isolation: servers share the host's ports, so one at a time.
+        self._exclusive = runtime.name == "local"
+        self.pool = ResourcePool([g.index for g in gpus],
+                                 1 if self._exclusive else loaded.suite.cpu_concurrency)  # fmt: skip
+        self._local_lock = threading.Lock()
         self.stopping = threading.Event()
         self._running: dict[str, object] = {}  # key -> Sandbox
         self._lock = threading.Lock()
@@ -254,8 +258,12 @@ class Nightly:
             return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
                                      "the run was interrupted before this attempt")  # fmt: skip
         try:
+            if self._exclusive:
+                self._local_lock.acquire()
             gpus = self.pool.acquire(rung.num_gpus, case.est_time_s, key)
         except Cancelled:
+            if self._exclusive:
+                self._local_lock.release()
             return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
                                      "the run was interrupted before this attempt")  # fmt: skip
         sandbox = None
@@ -291,6 +299,8 @@ class Nightly:
                 with self._lock:
                     self._running.pop(key, None)
             self.pool.release(gpus)
+            if self._exclusive:
+                self._local_lock.release()
 
     def _read_result(
         self, plan: CasePlan, rung: PlannedRung, attempt: int, started: float,

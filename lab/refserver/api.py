@@ -105,9 +105,9 @@ def _int(fields: dict[str, Any], key: str, default: int, lo: int, hi: int) -> in
         number = None
     elif isinstance(value, int):
         number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and value.strip().lstrip("-").isdigit()
+    ):
         number = int(value)
     if number is None:
         raise RequestError(f"{key} must be an integer, got {value!r}")

@@ -14,7 +14,13 @@ from typing import Any
 from lab.refserver.faults import ENV_VAR, Fault, parse_fault
 from lab.refserver.presets import Preset, preset_for
 
-TASK_TYPES = ("text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video")
+TASK_TYPES = (
+    "text-to-image",
+    "image-edit",
+    "text-to-video",
+    "image-to-video",
+    "text-image-to-video",
+)
 SIZE_RE = re.compile(r"^\s*(\d+)\s*[x*]\s*(\d+)\s*$")
 
 

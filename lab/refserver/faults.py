@@ -84,11 +84,12 @@ def parse_fault(spec: str) -> Fault:
     if kind == "fatal-line":
         phase, sep, text = rest.partition(":")
         if not sep:
-            raise ValueError("fatal-line needs PHASE:TEXT, e.g. fatal-line:startup:CUDA out of memory")
+            raise ValueError("fatal-line needs PHASE:TEXT, e.g. fatal-line:startup:Some text")
         if phase == "startup":
             return Fault(kind, phase="startup", text=text)
         if phase.startswith("request"):
-            return Fault(kind, phase="request", request=_positive_int(phase[7:], "requestN"), text=text)
+            number = _positive_int(phase.removeprefix("request"), "requestN")
+            return Fault(kind, phase="request", request=number, text=text)
         raise ValueError(f"fatal-line PHASE must be startup or requestN, got {phase!r}")
     raise ValueError(f"unknown fault {spec!r}; one of: {', '.join(KINDS)}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -23,7 +24,5 @@ def log(message: str) -> None:
 def flush_all() -> None:
     """Flush both streams before the process ends, so the last lines (a traceback) are not lost."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass

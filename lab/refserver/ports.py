@@ -69,7 +69,7 @@ def resolve_ports(
         seen: dict[int, str] = {}
         for what, p in given:
             if p in seen:
-                raise PortError(f"{what} port {p} is the same as the {seen[p]} port (--strict-ports)")
+                raise PortError(f"{what} port {p} is also the {seen[p]} port (--strict-ports)")
             seen[p] = what
         for what, p in given:
             if not port_is_free(host, p):

@@ -155,5 +155,5 @@ def preset_for(model_path: str) -> Preset:
     name = model_path[len(SCHEME) :] if model_path.startswith(SCHEME) else None
     if name not in PRESETS:
         choices = ", ".join(SCHEME + n for n in PRESETS)
-        raise ValueError(f"unknown model path {model_path!r}; the reference server serves {choices}")
+        raise ValueError(f"unknown model path {model_path!r}; this server serves {choices}")
     return PRESETS[name]

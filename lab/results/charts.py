@@ -123,7 +123,7 @@ def latency_history(
             rotation=60,
         )
         ax.tick_params(axis="y", labelsize=7)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.15 * max(r.latency_s or 0.0 for r in mine) or 1.0)  # room for rings
         ax.legend(fontsize=7, loc="lower left")
     for k in range(len(cases), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)

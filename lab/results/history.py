@@ -212,6 +212,22 @@ def _move_aside(db_path: Path) -> Path:
     return aside
 
 
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another lab process may have created it while we waited for the lock.
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
 @contextlib.contextmanager
 def _connect(db_path: Path, *, create: bool, check: bool = False) -> Iterator[sqlite3.Connection]:
     """An open, schema-checked connection; corrupt files are moved aside and reported."""
@@ -233,9 +249,7 @@ def _connect(db_path: Path, *, create: bool, check: bool = False) -> Iterator[sq
                 f"(this one knows {SCHEMA_VERSION}); upgrade the lab or use another --out"
             )
         if version == 0 and create:
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            )
+            _create_schema(conn)
         yield conn
     except sqlite3.DatabaseError as e:
         if conn is not None:
@@ -307,7 +321,8 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # keep the error that stopped the insert
+                conn.execute("ROLLBACK")
             raise
 
 

@@ -111,7 +111,8 @@ class RunResults(BaseModel):
                         "phase": str(case.phase) if case.phase else None,
                         "reason": case.reason,
                         "degraded_rung": case.degraded_rung,
-                        "regression": case.regression,
+                        "regression": next((f.verdict for f in case.regressions
+                                            if fr and f.framework == fr.framework), None),
                         "spread_pct": spread_pct(samples),
                     }
                 )

@@ -40,7 +40,9 @@ def _history(
             rows = history_rows(db_path, [c.case_id for c in results.cases], HISTORY_RUNS)
         except LabError as e:
             # The reports matter more than the charts: write them, and say why history is missing.
-            notes.append(f"History unavailable: {e}")
+            note = f"History unavailable: {e}"
+            if note not in notes:
+                notes.append(note)
     # This run as its results say, whether or not it was recorded (regenerate, a failed record).
     rows = [r for r in rows if r.run_id != results.run_id] + rows_for_run(results)
     runs = sorted({(r.timestamp, r.run_id) for r in rows})[-HISTORY_RUNS:]

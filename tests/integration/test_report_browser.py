@@ -12,14 +12,18 @@ import pytest
 from PIL import Image
 
 from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase, Telemetry
+from lab.results.history import record_run
 from lab.results.model import CaseResult, RunResults
 from lab.results.reports import finish_run
 from lab.results.store import RunDir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)"
+    ),
+    pytest.mark.slow,
+]
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -128,10 +132,10 @@ def _has_solid_block(mask: np.ndarray, size: int) -> bool:
 def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     db = root / "history.sqlite"
-    for n in range(1, 7):
-        results = _night(n)
-        finish_run(RunDir.create(root, results.run_id), results, db)
-    return RunDir(root / _night(6).run_id).report
+    for n in range(1, 6):
+        record_run(db, _night(n))
+    tonight = _night(6)
+    return finish_run(RunDir.create(root, tonight.run_id), tonight, db).html
 
 
 def test_report_dom_holds_the_four_charts_inline(report, tmp_path):

@@ -2,13 +2,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from test_results_support import case, framework, night, run
 
 from lab.contract import Outcome, Phase
 from lab.errors import LabError
-from lab.results.history import case_history, format_history, history_rows, record_run
+from lab.results.history import (
+    case_history,
+    format_history,
+    history_rows,
+    rebuild_history,
+    record_run,
+)
 from lab.results.regression import detect
 from lab.results.store import RunDir, load_results, write_results
 
@@ -178,3 +185,24 @@ def test_lab_history_table_shows_outcomes_regressions_and_trend(tmp_path):
     assert "2026-11-05 01:00" in text
     assert lines[-1] == "latest: sglang +20.0 % vs median of 5 earlier"
     assert format_history([]) == "no recorded runs for this case"
+
+
+def test_runs_recorded_at_the_same_time_all_land_in_a_new_history(tmp_path):
+    db = tmp_path / "history.sqlite"
+    nights = [night(n, {"flux": float(n)}) for n in range(1, 9)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each call opens its own connection
+        list(pool.map(lambda r: record_run(db, r), nights))
+    assert sorted(r.latency_s for r in case_history(db, "flux")) == [float(n) for n in range(1, 9)]
+
+
+def test_history_can_be_rebuilt_from_the_run_folders_after_corruption(tmp_path):
+    db = tmp_path / "history.sqlite"
+    for n in (1, 2, 3):
+        results = night(n, {"flux": float(n)})
+        write_results(RunDir.create(tmp_path, results.run_id), results)
+    db.write_bytes(os.urandom(4096))
+    with pytest.raises(LabError):
+        case_history(db, "flux")
+
+    assert rebuild_history(db, sorted(tmp_path.glob("2026*"))) == 3
+    assert [r.latency_s for r in case_history(db, "flux")] == [1.0, 2.0, 3.0]

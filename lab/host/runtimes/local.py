@@ -164,6 +164,23 @@ def signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_gone(procs: Iterable[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until every process is gone (zombies count as gone); return those still alive."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
 def terminate(record: ProcessRecord, grace_s: float) -> list[psutil.Process]:
     """TERM the leader's group (so `lab case` stops its server itself), KILL what is left."""
     members = record.members()
@@ -172,11 +189,11 @@ def terminate(record: ProcessRecord, grace_s: float) -> list[psutil.Process]:
             os.killpg(record.pid, signal.SIGTERM)
     else:
         signal_all(members, signal.SIGTERM)
-    _, alive = psutil.wait_procs(members, timeout=max(grace_s, 0.0))
+    alive = wait_gone(members, max(grace_s, 0.0))
     # Processes started during the grace period carry the token too.
-    leftovers = {p.pid: p for p in [*alive, *record.members()]}.values()
+    leftovers = list({p.pid: p for p in [*alive, *record.members()]}.values())
     signal_all(leftovers, signal.SIGKILL)
-    psutil.wait_procs(list(leftovers), timeout=5.0)
+    wait_gone(leftovers, 5.0)
     return members
 
 
@@ -260,9 +277,6 @@ class ProcessRuntime:
     def prefix(self) -> list[str]:
         return []
 
-    def sudo_needed(self) -> bool:
-        return False
-
     def inner_command(self, req: SandboxRequest) -> list[str]:
         return list(req.command) if req.command else host_lab_case_command(req.spec_path)
 
@@ -271,7 +285,8 @@ class ProcessRuntime:
 
     def sandbox_env(self, req: SandboxRequest) -> dict[str, str]:
         """What the sandbox adds to the host's environment (shown in plans and repro lines)."""
-        return with_pythonpath({**req.env, **gpu_env(req.gpus)}, lab_source_dir())
+        # The host's own CUDA_VISIBLE_DEVICES (GPU UUIDs) wins over the indices.
+        return with_pythonpath({**gpu_env(req.gpus), **req.env}, lab_source_dir())
 
     # -- Runtime -------------------------------------------------------------------------------
     def check(self) -> None:
@@ -284,7 +299,7 @@ class ProcessRuntime:
             "name": name,
             "isolation": self.isolation,
             "command": self.argv(req),
-            "cwd": str(req.run_dir),
+            "cwd": str(Path(req.spec_path).parent),
             "user": f"{os.getuid()}:{os.getgid()}",
             "gpus": list(req.gpus),
             "env": redact_env(self.sandbox_env(req)),
@@ -292,17 +307,18 @@ class ProcessRuntime:
             "log": str(Path(req.run_dir) / "sandboxes" / f"{name}.log"),
         }
 
-    def repro(self, req: SandboxRequest) -> str:
+    def repro_command(self, req: SandboxRequest) -> str:
+        # Exactly what the lab runs, as the user it runs as (netns: root, or a user namespace).
         words = ["env", *env_assignments(self.sandbox_env(req)), *map(shlex.quote, self.argv(req))]
-        if self.sudo_needed():
-            words.insert(0, "sudo")
-        return f"cd {shlex.quote(str(req.run_dir))} && {' '.join(words)}"
+        return f"cd {shlex.quote(str(Path(req.spec_path).parent))} && {' '.join(words)}"
 
     def start(self, req: SandboxRequest) -> ProcessSandbox:
         self.check()
         name = sandbox_name(req.run_id, req.case_id, req.attempt)
         box_dir = Path(req.run_dir) / "sandboxes"
         box_dir.mkdir(parents=True, exist_ok=True)
+        attempt_dir = Path(req.spec_path).parent
+        attempt_dir.mkdir(parents=True, exist_ok=True)
         log_path = box_dir / f"{name}.log"
         token = uuid.uuid4().hex
         env = {**os.environ, **self.sandbox_env(req), SANDBOX_TOKEN_ENV: token}
@@ -314,7 +330,7 @@ class ProcessRuntime:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    cwd=req.run_dir,
+                    cwd=attempt_dir,  # files a server writes to its cwd stay with the attempt
                     env=env,
                     start_new_session=True,  # own session and group: stop() signals all of it
                 )
@@ -346,7 +362,9 @@ class ProcessRuntime:
         for path in paths:
             write_json_atomic(path, record.data)
         plan = self.plan(req)
-        return ProcessSandbox(self.name, popen, record, paths, log_path, plan, self.repro(req))
+        return ProcessSandbox(
+            self.name, popen, record, paths, log_path, plan, self.repro_command(req)
+        )
 
     def image_id(self, image: str | None) -> str | None:
         return None  # the host's own environment: there is no image

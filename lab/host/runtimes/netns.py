@@ -47,9 +47,6 @@ class NetnsRuntime(ProcessRuntime):
             unshare = ["unshare", "--user", "--map-root-user", "--net", "--fork", "--kill-child"]
         return [*unshare, "--", sys.executable, "-m", "lab.host.runtimes.netns", "--lo-up", "--"]
 
-    def sudo_needed(self) -> bool:
-        return os.geteuid() == 0
-
     def check(self) -> None:
         if self._checked:
             return

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Set up this checkout on a fresh machine; safe and fast to re-run (a step with nothing to do
+# costs milliseconds):
+#   venv    .venv with the project installed editable plus its dev tools; CPU torch without a GPU
+#   engine  a Docker engine that answers (docker/ensure-engine.sh; installs and starts it as root)
+#   images  the lab's images (docker/build-images.sh)
+# Usage: docker/setup.sh [venv] [engine] [images]   (no argument: all three, in that order)
+# Environment:
+#   REQUIRE_DOCKER=1  no engine, or no images, is an error (CI). Otherwise set-up goes on without
+#                     Docker, says so, and the docker tests skip; `make nightly RUNTIME=netns` works.
+#   PYTHON            the interpreter for .venv (default python3; 3.11 or newer)
+#   TORCH_SPEC        torch to install first when there is no GPU (default torch==2.13.0, CPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=docker/lib.sh
+source docker/lib.sh
+
+PYTHON=${PYTHON:-python3}
+STAMP=.venv/.lab-setup
+
+setup_venv() {
+  local torch_spec key
+  # No GPU: take the CPU wheel first, or pip resolves torch to several GB of CUDA packages.
+  if have nvidia-smi; then torch_spec=""; else torch_spec=${TORCH_SPEC:-torch==2.13.0}; fi
+  key=$(printf 'pyproject.toml %s\ntorch %s\n' "$(sha256sum <pyproject.toml | cut -d' ' -f1)" \
+    "${torch_spec:-as pip chooses}")
+  if [[ -f $STAMP && $(<"$STAMP") == "$key" ]] && .venv/bin/python -c '' 2>/dev/null; then
+    say "venv: up to date"
+    return
+  fi
+  if ! .venv/bin/python -c '' 2>/dev/null; then
+    make_venv
+  fi
+  rm -f "$STAMP"
+  mkdir -p build
+  if [[ -n $torch_spec ]]; then
+    say "venv: installing $torch_spec (no nvidia-smi here, so the CPU build)"
+    pip_logged .venv/bin/pip install "$torch_spec"
+  fi
+  say "venv: installing the project with its dev tools (log: build/pip-install.log)"
+  pip_logged .venv/bin/pip install -e '.[dev]'
+  echo "$key" >"$STAMP"
+}
+
+make_venv() {
+  have "$PYTHON" || die "$PYTHON not found: install Python 3.11 or newer, or set PYTHON=/path/to/python3"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "$PYTHON is $("$PYTHON" -V 2>&1); the lab needs 3.11 or newer (set PYTHON=...)"
+  say "venv: creating .venv with $("$PYTHON" -V 2>&1)"
+  rm -rf .venv
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    # Debian/Ubuntu split venv off into python3-venv.
+    is_root && have apt-get || die "$PYTHON -m venv failed: install python3-venv (apt-get) and retry"
+    say "venv: installing python3-venv with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+    rm -rf .venv
+    "$PYTHON" -m venv .venv
+  fi
+}
+
+pip_logged() {
+  if ! "$@" >>build/pip-install.log 2>&1; then
+    tail -n 25 build/pip-install.log >&2
+    die "'$*' failed (full log: build/pip-install.log)"
+  fi
+}
+
+# 0: the engine answers. Without one, set-up goes on unless REQUIRE_DOCKER=1.
+setup_engine() {
+  docker/ensure-engine.sh && return 0
+  [[ ${REQUIRE_DOCKER:-0} == 1 ]] && die "no Docker engine, and REQUIRE_DOCKER=1"
+  warn "going on without Docker: the docker tests will skip, and the nightly needs RUNTIME=netns"
+  return 1
+}
+
+setup_images() {
+  if ! engine_up; then
+    [[ ${REQUIRE_DOCKER:-0} == 1 ]] && die "no Docker engine for the images, and REQUIRE_DOCKER=1"
+    warn "images: skipped, no Docker engine answers"
+    return 0
+  fi
+  local rc=0
+  docker/build-images.sh all || rc=$?
+  # 3: the base image needs root (debootstrap); a known limit for non-root users, said above.
+  if ((rc == 3)) && [[ ${REQUIRE_DOCKER:-0} != 1 ]]; then
+    warn "images: not built; the docker tests will skip"
+    return 0
+  fi
+  return "$rc"
+}
+
+steps=("$@")
+((${#steps[@]})) || steps=(venv engine images)
+t_all=$(now)
+for step in "${steps[@]}"; do
+  t0=$(now)
+  case $step in
+    venv) setup_venv ;;
+    engine) setup_engine || true ;;
+    images) setup_images ;;
+    *) die "unknown step '$step' (usage: docker/setup.sh [venv] [engine] [images])" ;;
+  esac
+  say "$step: $(elapsed "$t0")"
+done
+say "set-up done in $(elapsed "$t_all")"

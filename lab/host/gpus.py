@@ -1,0 +1,169 @@
+"""The host's GPUs, through NVML (nvidia-ml-py): the one host module that talks to NVML.
+
+Indices are NVML's (PCI bus order). PIDs are the host's, as NVML reports them: a process in a
+container's PID namespace has another number inside. On a machine without an NVIDIA driver every
+function answers "no GPUs" (empty inventory, empty sets) instead of raising."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any
+
+_lock = threading.Lock()
+_nvml: ModuleType | None = None
+_unavailable: str | None = None  # why NVML could not be used, once we know
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int  # NVML's index: PCI bus order
+    name: str
+    uuid: str  # "GPU-…": what CUDA_VISIBLE_DEVICES and NVML agree on everywhere
+    memory_total_mib: float
+    minor_number: int | None = None  # N of /dev/nvidiaN; usually, not always, the index
+    pci_bus_id: str = ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml() -> ModuleType | None:
+    """NVML, initialised once per process; None when there is no driver (or no nvidia-ml-py)."""
+    global _nvml, _unavailable
+    with _lock:
+        if _nvml is not None or _unavailable is not None:
+            return _nvml
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _nvml = pynvml
+        except ImportError:
+            _unavailable = "nvidia-ml-py is not installed"
+        except Exception as e:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ...
+            _unavailable = f"NVML: {_text(e) or type(e).__name__}"
+        return _nvml
+
+
+def unavailable_reason() -> str | None:
+    """Why there are no GPUs here (None when NVML works)."""
+    nvml()
+    return _unavailable
+
+
+def inventory() -> list[GpuInfo]:
+    """This machine's GPUs by NVML index; [] without a driver."""
+    n = nvml()
+    if n is None:
+        return []
+    gpus = []
+    for i in range(n.nvmlDeviceGetCount()):
+        h = n.nvmlDeviceGetHandleByIndex(i)
+        try:
+            minor: int | None = int(n.nvmlDeviceGetMinorNumber(h))
+        except n.NVMLError:
+            minor = None
+        gpus.append(
+            GpuInfo(
+                index=i,
+                name=_text(n.nvmlDeviceGetName(h)),
+                uuid=_text(n.nvmlDeviceGetUUID(h)),
+                memory_total_mib=n.nvmlDeviceGetMemoryInfo(h).total / 2**20,
+                minor_number=minor,
+                pci_bus_id=_text(n.nvmlDeviceGetPciInfo(h).busId),
+            )
+        )
+    return gpus
+
+
+def driver_versions() -> tuple[str | None, str | None]:
+    """(driver version, newest CUDA version the driver supports, e.g. "12.4"); Nones without."""
+    n = nvml()
+    if n is None:
+        return None, None
+    cuda = None
+    try:
+        v = int(n.nvmlSystemGetCudaDriverVersion_v2())
+        cuda = f"{v // 1000}.{v % 1000 // 10}"
+    except n.NVMLError:
+        pass
+    return _text(n.nvmlSystemGetDriverVersion()), cuda
+
+
+def summary() -> dict[str, Any]:
+    """Count, GPUs, driver and CUDA version, for manifests and `lab list`."""
+    gpus = inventory()
+    driver, cuda = driver_versions()
+    return {
+        "count": len(gpus),
+        "gpus": [asdict(g) for g in gpus],
+        "driver_version": driver,
+        "cuda_version": cuda,
+        "unavailable": unavailable_reason(),
+    }
+
+
+def gpu_count() -> int:
+    n = nvml()
+    return int(n.nvmlDeviceGetCount()) if n is not None else 0
+
+
+def minor_numbers(indices: Iterable[int]) -> dict[int, int]:
+    """index -> N of /dev/nvidiaN; the index itself when NVML can't say (no driver here)."""
+    n = nvml()
+    out = {}
+    for i in indices:
+        try:
+            out[i] = int(n.nvmlDeviceGetMinorNumber(n.nvmlDeviceGetHandleByIndex(i))) if n else i
+        except Exception:  # NVMLError: an index this driver doesn't know, or no minor number
+            out[i] = i
+    return out
+
+
+def gpu_pids(indices: Iterable[int]) -> set[int]:
+    """Host PIDs of the processes (compute and graphics) using any of these GPUs."""
+    n = nvml()
+    if n is None:
+        return set()
+    pids: set[int] = set()
+    for i in indices:
+        h = n.nvmlDeviceGetHandleByIndex(i)
+        for query in (
+            n.nvmlDeviceGetComputeRunningProcesses,
+            n.nvmlDeviceGetGraphicsRunningProcesses,
+        ):
+            try:
+                pids.update(int(p.pid) for p in query(h))
+            except n.NVMLError_NotSupported:
+                continue
+    return pids
+
+
+def memory_used_mib(indices: Iterable[int]) -> dict[int, float]:
+    """Whole-device memory in use, by index (every process, not only ours)."""
+    n = nvml()
+    if n is None:
+        return {}
+    return {
+        i: n.nvmlDeviceGetMemoryInfo(n.nvmlDeviceGetHandleByIndex(i)).used / 2**20 for i in indices
+    }
+
+
+def wait_until_gone(
+    indices: Iterable[int], pids: Iterable[int], timeout_s: float, poll_s: float = 0.1
+) -> float | None:
+    """Seconds until none of `pids` holds these GPUs any more (the driver frees memory some time
+    after a kill); None at the timeout. Waits for the condition instead of a fixed sleep."""
+    indices, watched = list(indices), set(pids)
+    start = time.monotonic()
+    while True:
+        if not gpu_pids(indices) & watched:
+            return time.monotonic() - start
+        if time.monotonic() - start >= timeout_s:
+            return None
+        time.sleep(poll_s)

@@ -1,0 +1,331 @@
+"""The docker runtime against the real engine: isolation, hardening, OOM, cleanup, engine faults.
+
+Containers use the `host` image (an empty image + the host's folders, read-only), so these tests
+need no built image; one test also runs the reference image when it is there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lab.errors import RuntimeUnavailable
+from lab.host.runtimes.base import (
+    LABEL_ATTEMPT,
+    LABEL_CASE,
+    LABEL_RUN,
+    SandboxInfraError,
+    SandboxRequest,
+)
+from lab.host.runtimes.docker import LABEL_OWNER, DockerRuntime
+from lab.host.runtimes.registry import default_runtime_name, get_runtime
+
+pytestmark = pytest.mark.docker
+
+REFERENCE_IMAGE = "nightly-lab/reference:0.1.0"
+
+# Binds 127.0.0.1:30000, says so in a shared folder, waits until the other sandbox holds the same
+# port at the same time, then fetches from itself over loopback.
+PORT_PROBE = r"""
+import http.server, os, pathlib, sys, threading, time, urllib.request
+me, other, shared = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 30000), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+(shared / f"bound-{me}").write_text(str(os.getpid()))
+deadline = time.time() + 30
+while not (shared / f"bound-{other}").exists():
+    if time.time() > deadline:
+        sys.exit("the other sandbox never bound port 30000")
+    time.sleep(0.05)
+status = urllib.request.urlopen("http://127.0.0.1:30000/", timeout=5).status
+print("served", me, status, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def runtime() -> DockerRuntime:
+    rt = DockerRuntime()
+    try:
+        rt.check()
+    except RuntimeUnavailable as e:
+        pytest.skip(f"no Docker engine here: {e}")
+    return rt
+
+
+@pytest.fixture
+def run_id(runtime: DockerRuntime):
+    rid = f"test-{uuid.uuid4().hex[:8]}"
+    yield rid
+    runtime.cleanup(rid)
+
+
+def make_request(tmp_path: Path, run_id: str, command: list[str], case: str = "c", **kw):
+    run_dir = tmp_path / "run"
+    (tmp_path / "configs").mkdir(exist_ok=True)
+    kw.setdefault("image", "host")
+    return SandboxRequest(
+        run_id=run_id,
+        case_id=case,
+        attempt=1,
+        spec_path=run_dir / "attempts" / case / "spec.json",
+        run_dir=run_dir,
+        config_dir=tmp_path / "configs",
+        command=command,
+        **kw,
+    )
+
+
+def shared_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "run" / "shared"
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o777)  # the sandbox user (uid 1000) writes its marker here
+    return d
+
+
+def run_to_end(runtime: DockerRuntime, req: SandboxRequest, timeout_s: float = 60.0):
+    box = runtime.start(req)
+    try:
+        return box.wait(timeout_s)
+    finally:
+        box.stop(grace_s=1)
+
+
+def test_two_containers_bind_port_30000_at_the_same_time(runtime, run_id, tmp_path):
+    shared = shared_dir(tmp_path)
+    py = [sys.executable, "-c", PORT_PROBE]
+    a = runtime.start(make_request(tmp_path, run_id, [*py, "a", "b", str(shared)], case="a"))
+    b = runtime.start(make_request(tmp_path, run_id, [*py, "b", "a", str(shared)], case="b"))
+    try:
+        ex_a, ex_b = a.wait(60), b.wait(60)
+    finally:
+        a.stop(1)
+        b.stop(1)
+    assert ex_a.exit_code == 0, ex_a.log_tail
+    assert ex_b.exit_code == 0, ex_b.log_tail
+    assert any("served a 200" in line for line in ex_a.log_tail)
+    assert any("served b 200" in line for line in ex_b.log_tail)
+
+
+def test_container_has_only_loopback_and_carries_the_lab_labels(runtime, run_id, tmp_path):
+    req = make_request(tmp_path, run_id, ["cat", "/proc/net/dev"], case="net")
+    box = runtime.start(req)
+    try:
+        ex = box.wait(30)
+        attrs = runtime.client.api.inspect_container(box.id)
+    finally:
+        box.stop(1)
+    interfaces = [line.split(":")[0].strip() for line in ex.log_tail if ":" in line]
+    assert ex.exit_code == 0
+    assert interfaces == ["lo"]
+    assert attrs["HostConfig"]["NetworkMode"] == "none"
+    labels = attrs["Config"]["Labels"]
+    assert labels[LABEL_RUN] == run_id
+    assert labels[LABEL_CASE] == "net"
+    assert labels[LABEL_ATTEMPT] == "1"
+    assert labels[LABEL_OWNER] == str(os.getuid())
+    assert attrs["Name"] == f"/lab-{run_id}-net-a1"
+    assert box.describe()["network_mode"] == "none"
+
+
+def test_sandbox_runs_hardened_non_root_without_capabilities(runtime, run_id, tmp_path):
+    script = (
+        "id -u; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; "
+        "test -e /var/run/docker.sock && echo SOCKET || echo no-socket; "
+        "touch /etc/lab-probe 2>/dev/null && echo ROOT-WRITABLE || echo root-read-only; "
+        "touch /tmp/probe && echo tmp-writable; "
+        f"touch {tmp_path}/run/attempts/c/probe && echo attempt-dir-writable"
+    )
+    ex = run_to_end(runtime, make_request(tmp_path, run_id, ["sh", "-c", script]))
+    out = "\n".join(ex.log_tail)
+    assert ex.exit_code == 0, out
+    assert ex.log_tail[0].strip() != "0"  # not root
+    assert "CapEff:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out
+    assert "no-socket" in out
+    assert "root-read-only" in out
+    assert "tmp-writable" in out
+    assert "attempt-dir-writable" in out
+    assert (tmp_path / "run" / "attempts" / "c" / "probe").exists()
+
+
+def test_host_image_runs_the_venv_python_with_lab_and_torch(runtime, run_id, tmp_path):
+    code = (
+        "import lab, torch, socket; print('imports-ok', torch.__version__, socket.if_nameindex())"
+    )
+    req = make_request(tmp_path, run_id, [sys.executable, "-c", code])
+    ex = run_to_end(runtime, req, timeout_s=120)
+    assert ex.exit_code == 0, ex.log_tail
+    assert any(line.startswith("imports-ok") and "[(1, 'lo')]" in line for line in ex.log_tail)
+    # Without a command override the sandbox runs `lab case SPEC` with the host's python.
+    plan = runtime.plan(make_request(tmp_path, run_id, None))  # type: ignore[arg-type]
+    assert plan["command"] == [sys.executable, "-m", "lab.cli", "case", str(req.spec_path)]
+
+
+def test_memory_hog_is_oom_killed_and_reported(runtime, run_id, tmp_path):
+    hog = [sys.executable, "-c", "x = b'\\x01' * (600 << 20); print('survived')"]
+    req = make_request(tmp_path, run_id, hog, memory_limit_mib=256)
+    ex = run_to_end(runtime, req)
+    assert ex.oom_killed is True
+    assert ex.exit_code == 137
+    assert "out of host memory" in ex.reason
+    assert not any("survived" in line for line in ex.log_tail)
+
+
+def test_wait_notices_the_exit_promptly_while_nobody_reads_the_logs(runtime, run_id, tmp_path):
+    marker = shared_dir(tmp_path) / "exited-at"
+    code = (
+        "import sys, time\n"
+        "for i in range(200000): print('noise line', i)\n"
+        f"open({str(marker)!r}, 'w').write(repr(time.time()))\n"
+        "print('last line')\n"
+    )
+    box = runtime.start(make_request(tmp_path, run_id, [sys.executable, "-c", code]))
+    try:
+        ex = box.wait(60)
+        noticed = time.time()
+    finally:
+        box.stop(1)
+    assert ex.exit_code == 0
+    assert noticed - float(marker.read_text()) < 1.5
+    assert len(ex.log_tail) == 50
+    assert ex.log_tail[-1] == "last line"
+
+
+def test_wait_timeout_returns_no_exit_code_and_stop_removes_the_container(
+    runtime, run_id, tmp_path
+):
+    box = runtime.start(make_request(tmp_path, run_id, ["sleep", "300"]))
+    t0 = time.monotonic()
+    ex = box.wait(0.5)
+    assert ex.exit_code is None
+    assert time.monotonic() - t0 < 2.0
+    t0 = time.monotonic()
+    box.stop(grace_s=2)
+    assert time.monotonic() - t0 < 5.0  # docker-init passes TERM on: no wait for the KILL
+    left = runtime.client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+    assert left == []
+    assert box.wait(1).exit_code is None  # stopped before it finished
+
+
+def test_cleanup_removes_the_runs_containers_but_not_another_users(runtime, run_id, tmp_path):
+    names = [
+        runtime.start(make_request(tmp_path, run_id, ["sleep", "300"], case=c)).name
+        for c in ("x", "y")
+    ]
+    foreign = runtime.client.containers.create(
+        "nightly-lab/host-empty:latest",
+        ["sleep", "300"],
+        network_mode="none",
+        labels={LABEL_RUN: run_id, LABEL_OWNER: "99999"},
+    )
+    try:
+        removed = runtime.cleanup(run_id)
+        assert sorted(removed) == sorted(names)
+        left = runtime.client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+        assert [c["Id"] for c in left] == [foreign.id]
+    finally:
+        foreign.remove(force=True)
+
+
+def test_engine_losing_the_container_is_an_infra_error(runtime, run_id, tmp_path):
+    box = runtime.start(make_request(tmp_path, run_id, ["sleep", "300"]))
+    runtime.client.api.remove_container(box.id, force=True)
+    with pytest.raises(SandboxInfraError, match="vanished"):
+        box.wait(10)
+    box.stop(1)  # nothing left to stop: no error
+
+
+def test_repro_command_runs_the_same_sandbox_by_hand(runtime, run_id, tmp_path):
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI")
+    code = "import os, socket; print('repro', os.getuid(), socket.if_nameindex())"
+    req = make_request(tmp_path, run_id, [sys.executable, "-c", code], case="repro")
+    line = runtime.repro_command(req)
+    assert line.startswith("docker run --rm --network none")
+    done = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "repro 1000 [(1, 'lo')]"
+
+
+def test_raw_gpu_mode_passes_only_the_requested_device_nodes(runtime, tmp_path):
+    if runtime.has_nvidia_runtime():
+        pytest.skip("this engine has the nvidia runtime: DeviceRequest mode")
+    req = make_request(tmp_path, "plan", None, gpus=[3], env={"CUDA_VISIBLE_DEVICES": "3"})  # type: ignore[arg-type]
+    plan = runtime.plan(req)
+    assert plan["gpu_mode"] == "raw-devices"
+    assert plan["devices"][0] == "/dev/nvidia3"
+    assert not any(d.startswith("/dev/nvidia") and d[11:].isdigit() and d != "/dev/nvidia3"
+                   for d in plan["devices"])  # fmt: skip
+    assert plan["env"]["CUDA_VISIBLE_DEVICES"] == "0"  # as CUDA inside numbers it
+
+
+def test_missing_image_says_to_run_make_images(runtime, run_id, tmp_path):
+    req = make_request(tmp_path, run_id, ["true"], image="nightly-lab/not-built:0")
+    with pytest.raises(RuntimeUnavailable, match="make images"):
+        runtime.start(req)
+
+
+def test_reference_image_runs_as_its_own_non_root_user(runtime, run_id, tmp_path):
+    if runtime.image_id(REFERENCE_IMAGE) is None:
+        pytest.skip(f"{REFERENCE_IMAGE} not built (make images)")
+    script = f"id -un; touch {tmp_path}/run/attempts/c/ok"
+    req = make_request(tmp_path, run_id, ["sh", "-c", script])
+    req.image = REFERENCE_IMAGE
+    ex = run_to_end(runtime, req)
+    assert ex.exit_code == 0, ex.log_tail
+    assert ex.log_tail[0] == "lab"
+    assert (tmp_path / "run" / "attempts" / "c" / "ok").exists()
+    info = runtime.image_info(REFERENCE_IMAGE)
+    assert info is not None and str(info["id"]).startswith("sha256:")
+
+
+def test_engine_that_is_down_says_how_to_start_it(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nonexistent.sock")
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeUnavailable) as err:
+        DockerRuntime().check()
+    assert time.monotonic() - t0 < 5.0
+    message = str(err.value)
+    assert "unix:///tmp/nonexistent.sock" in message
+    assert "dockerd" in message and "make setup" in message and "RUNTIME=netns" in message
+    assert err.value.exit_code == 2
+
+
+def test_permission_denied_on_the_socket_says_docker_group_or_netns(tmp_path):
+    if os.getuid() != 0 or shutil.which("setpriv") is None or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs root, setpriv and /usr/bin/python3 to act as an unprivileged user")
+    if os.stat("/var/run/docker.sock").st_mode & 0o006:
+        pytest.skip("the socket is open to everyone here")
+    site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
+    paths = [str(Path(__file__).resolve().parents[2]), str(site)]
+    code = (
+        f"import sys; sys.path[:0] = {paths!r}\n"
+        "from lab.errors import RuntimeUnavailable\n"
+        "from lab.host.runtimes.docker import connect\n"
+        "try:\n    connect(3)\nexcept RuntimeUnavailable as e:\n    print(e)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "/usr/bin/python3", "-c", code],
+        capture_output=True, text=True, timeout=60, cwd="/", env={"HOME": "/tmp"},
+    )  # fmt: skip
+    assert "Permission denied on the Docker socket" in done.stdout, done.stderr
+    assert "docker group" in done.stdout and "RUNTIME=netns" in done.stdout
+
+
+def test_default_runtime_is_docker_while_the_engine_answers(runtime, monkeypatch):
+    assert default_runtime_name() == "docker"
+    assert get_runtime(None).name == "docker"
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nonexistent.sock")
+    assert default_runtime_name() == ("netns" if os.geteuid() == 0 else "local")
+
+
+def test_unknown_runtime_name_lists_the_choices():
+    with pytest.raises(RuntimeUnavailable, match="docker, netns, local"):
+        get_runtime("podman")
