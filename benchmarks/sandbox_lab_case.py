@@ -51,15 +51,24 @@ def run_case(spec: dict, tmp: Path) -> tuple[float, dict]:
 
 
 def base_spec(tmp: Path, case: dict) -> dict:
-    return {"run_id": "bench", "case": case, "frameworks": list(case.get("frameworks", {})),
-            "out_dir": str(tmp / "out"), "log_dir": str(tmp / "logs"), "config_dir": str(tmp),
-            "startup_timeout_s": 30, "port": 30123}  # fmt: skip
+    return {
+        "run_id": "bench",
+        "case": case,
+        "frameworks": list(case.get("frameworks", {})),
+        "out_dir": str(tmp / "out"),
+        "log_dir": str(tmp / "logs"),
+        "config_dir": str(tmp),
+        "startup_timeout_s": 30,
+        "port": 30123,
+    }
 
 
 def bench_oom(tmp: Path) -> float:
-    cmd = (f"{PY} -c \"import time; print('loading', flush=True); time.sleep(0.2); "
-           "print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB', "
-           "flush=True); time.sleep(60)\"")  # fmt: skip
+    cmd = (
+        f"{PY} -c \"import time; print('loading', flush=True); time.sleep(0.2); "
+        "print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB', "
+        'flush=True); time.sleep(60)"'
+    )
     spec = base_spec(tmp, {"id": "oom", "kind": "test", "command": cmd})
     _, res = run_case(spec, tmp)
     written = (Path(spec["out_dir"]) / "result.json").stat().st_mtime
@@ -70,8 +79,17 @@ def bench_oom(tmp: Path) -> float:
 def bench_ready(tmp: Path) -> tuple[float, float]:
     script = tmp / "server.py"
     script.write_text(SERVER)
-    case = {"id": "ready", "model": "m", "frameworks": {"custom": {
-        "command": f"{PY} {script} {{port}}", "health_path": "/health", "request": "none"}}}  # fmt: skip
+    case = {
+        "id": "ready",
+        "model": "m",
+        "frameworks": {
+            "custom": {
+                "command": f"{PY} {script} {{port}}",
+                "health_path": "/health",
+                "request": "none",
+            }
+        },
+    }
     spec = base_spec(tmp, case)
     wall, res = run_case(spec, tmp)
     fr = res["frameworks"][0]
@@ -118,7 +136,9 @@ def main() -> None:
     }
     print(json.dumps(out, indent=2))
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "sandbox_lab_case.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "benchmarks" / "results" / "sandbox_lab_case.json").write_text(
+        json.dumps(out, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     loaded = load_suite(ROOT / "configs" / "nightly.json")
-    jobs = [SimJob(c.id, c.num_gpus, c.est_time_s) for c in loaded.suite.cases
-            if not c.model.startswith("ref://")]  # fmt: skip
+    jobs = [
+        SimJob(c.id, c.num_gpus, c.est_time_s)
+        for c in loaded.suite.cases
+        if not c.model.startswith("ref://")
+    ]
     gpus = 4
     packed = simulate_makespan(jobs, gpus)
     sequential = sum(j.duration_s for j in jobs)
@@ -34,7 +37,9 @@ def main() -> None:
     }
     print(json.dumps(out, indent=2))
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "scheduler_makespan.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "benchmarks" / "results" / "scheduler_makespan.json").write_text(
+        json.dumps(out, indent=2)
+    )
 
 
 if __name__ == "__main__":

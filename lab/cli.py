@@ -22,15 +22,20 @@ def _cmd_case(args: argparse.Namespace) -> int:
         print(f"lab case: bad attempt spec {args.spec}: {e}", file=sys.stderr)
         return EXIT_BAD_SPEC
     result = run_attempt(spec, echo=args.verbose)
-    print(f"lab case: {spec.case.id} attempt {spec.attempt} ({spec.rung}): {result.outcome}"
-          + (f" in {result.phase}: {result.reason}" if result.reason else ""), file=sys.stderr)  # fmt: skip
+    print(
+        f"lab case: {spec.case.id} attempt {spec.attempt} ({spec.rung}): {result.outcome}"
+        + (f" in {result.phase}: {result.reason}" if result.reason else ""),
+        file=sys.stderr,
+    )
     return result.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
     from lab.host import commands
 
-    p = argparse.ArgumentParser(prog="lab", description="Nightly Lab: reproducible GPU serving nightlies")
+    p = argparse.ArgumentParser(
+        prog="lab", description="Nightly Lab: reproducible GPU serving nightlies"
+    )
     p.add_argument("--version", action="version", version=f"lab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lab.errors import ConfigError
 
-Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
+Task = Literal[
+    "text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"
+]
 RUNNABLE_FRAMEWORKS = ("sglang", "vllm-omni", "lightx2v", "reference", "custom")
 KNOWN_FRAMEWORKS = (*RUNNABLE_FRAMEWORKS, "comfyui")  # comfyui: loads, is reported unsupported
 VIDEO_TASKS = ("text-to-video", "image-to-video", "text-image-to-video")

@@ -18,4 +18,6 @@ def get_framework(name: str) -> Framework:
     try:
         return _ALL[name]()
     except KeyError:
-        raise KeyError(f"framework {name!r} is not supported; supported: {', '.join(_ALL)}") from None
+        raise KeyError(
+            f"framework {name!r} is not supported; supported: {', '.join(_ALL)}"
+        ) from None

@@ -11,7 +11,7 @@ from lab.frameworks.args import has_flag, merge_args
 
 RequestStyle = Literal["openai", "vllm-chat", "lightx2v", "none"]
 
-# The default ladder for diffusion servers (issue: as configured → cfg-parallel 2 → low-VRAM → both).
+# Default ladder for diffusion servers: as configured → cfg-parallel 2 → low-VRAM → both.
 CFG_PARALLEL = "--cfg-parallel-size 2"
 
 

@@ -25,7 +25,11 @@ class Custom(Framework):
     ) -> list[str]:
         assert cfg.command  # config validation guarantees it
         filled = cfg.command.format(
-            port=port, host=host, model=case.model, num_gpus=num_gpus, config_dir=config_dir,
+            port=port,
+            host=host,
+            model=case.model,
+            num_gpus=num_gpus,
+            config_dir=config_dir,
             python=shlex.quote(sys.executable),  # the sandbox's own interpreter
         )
         return merge_args(shlex.split(filled) + cfg.serve_arg_list, extra_args)

@@ -18,6 +18,12 @@ class Reference(Framework):
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int
     ) -> list[str]:
         return [
-            sys.executable, "-m", "lab.refserver", "--model-path", case.model,
-            *sglang_style_ports(host, port, num_gpus), "--task-type", case.task,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "lab.refserver",
+            "--model-path",
+            case.model,
+            *sglang_style_ports(host, port, num_gpus),
+            "--task-type",
+            case.task,
+        ]

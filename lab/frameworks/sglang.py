@@ -26,4 +26,10 @@ class SGLang(Framework):
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int
     ) -> list[str]:
-        return ["sglang", "serve", "--model-path", case.model, *sglang_style_ports(host, port, num_gpus)]
+        return [
+            "sglang",
+            "serve",
+            "--model-path",
+            case.model,
+            *sglang_style_ports(host, port, num_gpus),
+        ]

@@ -27,14 +27,24 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus", default=None)
     s.set_defaults(func=cmd_list)
 
-    for name, helptext in (("nightly", "run a suite"), ("repro", "one case, as the nightly runs it")):
+    for name, helptext in (
+        ("nightly", "run a suite"),
+        ("repro", "one case, as the nightly runs it"),
+    ):
         s = sub.add_parser(name, help=helptext)
         if name == "repro":
             s.add_argument("target", help="case id, alias or model id")
-            s.add_argument("--vram-gib", type=float, default=None,
-                           help="offer only N GiB per GPU to the server (VRAM emulation)")  # fmt: skip
-            s.add_argument("--shell", action="store_true",
-                           help="print the sandbox command with a shell instead of running it")  # fmt: skip
+            s.add_argument(
+                "--vram-gib",
+                type=float,
+                default=None,
+                help="offer only N GiB per GPU to the server (VRAM emulation)",
+            )
+            s.add_argument(
+                "--shell",
+                action="store_true",
+                help="print the sandbox command with a shell instead of running it",
+            )
         else:
             s.add_argument("--case", action="append", dest="cases", metavar="ID")
             s.add_argument("--dry-run", action="store_true")
@@ -91,7 +101,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
-def resolve_gpus(arg: str | None):  # noqa: ANN201 - list[GpuInfo]
+def resolve_gpus(arg: str | None):
     from lab.host.gpus import GpuInfo, inventory
 
     found = inventory()
@@ -102,7 +112,9 @@ def resolve_gpus(arg: str | None):  # noqa: ANN201 - list[GpuInfo]
     try:
         wanted = [int(x) for x in arg.split(",") if x.strip()]
     except ValueError:
-        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none") from None
+        raise LabError(
+            f"--gpus {arg!r}: expected a comma-separated list of indices, or none"
+        ) from None
     if not found:  # no NVML here: trust the user (CI simulations, exotic drivers)
         return [GpuInfo(index=i, name="unknown", uuid="", memory_total_mib=0.0) for i in wanted]
     by_index = {g.index: g for g in found}
@@ -112,13 +124,16 @@ def resolve_gpus(arg: str | None):  # noqa: ANN201 - list[GpuInfo]
     return [by_index[i] for i in wanted]
 
 
-def _runtime(name: str | None):  # noqa: ANN202
+def _runtime(name: str | None):
     from lab.host.runtimes.registry import default_runtime_name, get_runtime
 
     rt = get_runtime(name or default_runtime_name())
     if name is None and rt.name != "docker":
-        print(f"lab: no Docker engine answers; using the {rt.name} runtime "
-              "(same port isolation, no image)", file=sys.stderr)  # fmt: skip
+        print(
+            f"lab: no Docker engine answers; using the {rt.name} runtime "
+            "(same port isolation, no image)",
+            file=sys.stderr,
+        )
     rt.check()
     return rt
 
@@ -131,8 +146,9 @@ def _out_root(out: str) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise LabError(f"output directory {root} is not writable ({e.strerror}); "
-                       "pick another with --out DIR") from None  # fmt: skip
+        raise LabError(
+            f"output directory {root} is not writable ({e.strerror}); pick another with --out DIR"
+        ) from None
     return root
 
 
@@ -142,12 +158,13 @@ def find_cases(loaded: LoadedSuite, target: str) -> Case:
     exact = [c for c in loaded.suite.cases if t in (n.lower() for n in c.names())]
     if len(exact) == 1:
         return exact[0]
-    partial = exact or [c for c in loaded.suite.cases
-                        if any(t in n.lower() for n in c.names())]  # fmt: skip
+    partial = exact or [c for c in loaded.suite.cases if any(t in n.lower() for n in c.names())]
     if len(partial) == 1:
         return partial[0]
-    listing = "\n".join(f"  {c.id}  (aliases: {', '.join(c.aliases) or '-'}; model {c.model})"
-                        for c in (partial or loaded.suite.cases))  # fmt: skip
+    listing = "\n".join(
+        f"  {c.id}  (aliases: {', '.join(c.aliases) or '-'}; model {c.model})"
+        for c in (partial or loaded.suite.cases)
+    )
     what = "is ambiguous" if partial else "matches no case"
     raise LabError(f"{target!r} {what} in {loaded.path}; candidates:\n{listing}")
 
@@ -162,16 +179,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     for p in plans:
         c = p.case
         here = "yes" if not p.skip_reason else f"no: {p.skip_reason}"
-        print(f"{c.id:34} {c.num_gpus:>4}  {','.join(c.frameworks):22} "
-              f"{','.join(c.aliases) or '-':18} {here}")  # fmt: skip
+        print(
+            f"{c.id:34} {c.num_gpus:>4}  {','.join(c.frameworks):22} "
+            f"{','.join(c.aliases) or '-':18} {here}"
+        )
     return 0
 
 
 # --- running --------------------------------------------------------------------------------------
 def run_suite(
-    loaded: LoadedSuite, cases: list[Case], args: argparse.Namespace, *,
-    vram_gib: float | None = None, fail_on_degraded: bool = False, dry_run: bool = False,
-) -> int:  # fmt: skip
+    loaded: LoadedSuite,
+    cases: list[Case],
+    args: argparse.Namespace,
+    *,
+    vram_gib: float | None = None,
+    fail_on_degraded: bool = False,
+    dry_run: bool = False,
+) -> int:
     from lab.host.progress import Progress
     from lab.host.run import CasePlan, Nightly, RunOptions, install_signal_handlers, plan_cases
     from lab.host.runtimes.base import LABEL_RUN  # noqa: F401 - labels documented there
@@ -187,12 +211,21 @@ def run_suite(
     _check_images(runtime, plans)
     run_dir = RunDir.create(root, new_run_id())
     progress = Progress()
-    nightly = Nightly(loaded, plans, runtime, gpus, run_dir.path, run_dir.run_id,
-                      RunOptions(out_root=root, vram_gib=vram_gib,
-                                 fail_on_degraded=fail_on_degraded), progress)  # fmt: skip
+    nightly = Nightly(
+        loaded,
+        plans,
+        runtime,
+        gpus,
+        run_dir.path,
+        run_dir.run_id,
+        RunOptions(out_root=root, vram_gib=vram_gib, fail_on_degraded=fail_on_degraded),
+        progress,
+    )
     seen = install_signal_handlers(nightly)
-    print(f"lab: run {run_dir.run_id} → {run_dir.path} ({runtime.name} runtime, "
-          f"{len(gpus)} GPU(s))", file=sys.stderr)  # fmt: skip
+    print(
+        f"lab: run {run_dir.run_id} → {run_dir.path} ({runtime.name} runtime, {len(gpus)} GPU(s))",
+        file=sys.stderr,
+    )
     with progress:
         results = nightly.run()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -209,7 +242,7 @@ def run_suite(
     return 1 if failed or (fail_on_degraded and degraded) else 0
 
 
-def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:  # noqa: ANN001
+def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:
     """Manifest, regressions against history, history, reports and runs/latest. Returns the
     history problem, if any, after everything else is on disk."""
     from lab.results import reports, store
@@ -218,24 +251,32 @@ def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:
     from lab.host.gpus import summary
 
     host_gpu = summary() if gpus else None
-    store.write_manifest(run_dir, store.build_manifest(
-        results, case_json=case_json, config_path=loaded.path, config_sha256=loaded.sha256,
-        host_gpu=host_gpu))  # fmt: skip
+    store.write_manifest(
+        run_dir,
+        store.build_manifest(
+            results,
+            case_json=case_json,
+            config_path=loaded.path,
+            config_sha256=loaded.sha256,
+            host_gpu=host_gpu,
+        ),
+    )
     problem = None
     policy = loaded.suite.regression
     try:
-        reports.finish_run(run_dir, results, run_dir.parent / "history.sqlite",
-                           policy.threshold_pct, policy.window)  # fmt: skip
+        reports.finish_run(
+            run_dir, results, run_dir.parent / "history.sqlite", policy.threshold_pct, policy.window
+        )
     except LabError as e:
         problem = str(e)
     store.update_latest(run_dir.parent, run_dir)
     return problem
 
 
-def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
-    from lab.host.progress import outcome_style
-
+def _print_summary(results, run_dir: Path) -> None:
     from rich.console import Console
+
+    from lab.host.progress import outcome_style
 
     con = Console(stderr=True, highlight=False, soft_wrap=True)
     con.print()
@@ -250,7 +291,7 @@ def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
         reason = c.reason if len(c.reason) <= 200 else c.reason[:200] + "…"
         why = f" — {where}{reason}" if str(c.outcome) != "passed" and c.reason else ""
         reg = f" [{c.regression}]" if c.regression else ""
-        con.print(f"  [{st}]{str(c.outcome):12}[/] {c.case_id}{extra}{lat}{reg}{why}")
+        con.print(f"  [{st}]{c.outcome!s:12}[/] {c.case_id}{extra}{lat}{reg}{why}")
     counts: dict[str, int] = {}
     for c in results.cases:
         counts[str(c.outcome)] = counts.get(str(c.outcome), 0) + 1
@@ -258,13 +299,21 @@ def _print_summary(results, run_dir: Path) -> None:  # noqa: ANN001
     con.print(f"  results: {run_dir}")
 
 
-def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:  # noqa: ANN001
+def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:
     from lab.frameworks import get_framework
-    from lab.host.run import Nightly, RunOptions
     from lab.host.progress import Progress
+    from lab.host.run import Nightly, RunOptions
 
-    fake = Nightly(loaded, plans, runtime, gpus, Path("runs/DRY-RUN").resolve(), "DRY-RUN",
-                   RunOptions(out_root=Path("runs")), Progress(live=False))  # fmt: skip
+    fake = Nightly(
+        loaded,
+        plans,
+        runtime,
+        gpus,
+        Path("runs/DRY-RUN").resolve(),
+        "DRY-RUN",
+        RunOptions(out_root=Path("runs")),
+        Progress(live=False),
+    )
     for p in plans:
         print(f"== {p.case.id} ({p.case.num_gpus} GPU(s), image {p.image})")
         if p.skip_reason:
@@ -275,8 +324,15 @@ def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:  # noqa: ANN001
         spec, req = fake.build_request(p, rung, 1, [g.index for g in gpus[:want]])
         for fw in p.frameworks:
             adapter = get_framework(fw)
-            cmd = adapter.command(p.case, p.case.frameworks[fw], spec.host, spec.port,
-                                  spec.num_gpus, spec.extra_args.get(fw, []), spec.config_dir)  # fmt: skip
+            cmd = adapter.command(
+                p.case,
+                p.case.frameworks[fw],
+                spec.host,
+                spec.port,
+                spec.num_gpus,
+                spec.extra_args.get(fw, []),
+                spec.config_dir,
+            )
             print(f"   {fw}: {shlex.join(cmd)}")
         if p.case.kind == "test":
             print(f"   test: {p.case.command}")
@@ -288,18 +344,25 @@ def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:  # noqa: ANN001
     return 0
 
 
-def _check_images(runtime, plans) -> None:  # noqa: ANN001
+def _check_images(runtime, plans) -> None:
     if runtime.name != "docker":
         return
-    missing = sorted({p.image for p in plans if not p.skip_reason and p.image != "host"
-                      and runtime.image_id(p.image) is None})  # fmt: skip
+    missing = sorted(
+        {
+            p.image
+            for p in plans
+            if not p.skip_reason and p.image != "host" and runtime.image_id(p.image) is None
+        }
+    )
     if missing:
-        raise LabError(f"image(s) {', '.join(missing)} not found in the Docker engine; build them "
-                       "with `make images` (or use --runtime netns to run on the host's own "
-                       "environment)")  # fmt: skip
+        raise LabError(
+            f"image(s) {', '.join(missing)} not found in the Docker engine; build them "
+            "with `make images` (or use --runtime netns to run on the host's own "
+            "environment)"
+        )
 
 
-def _clean_leftovers(runtime, root: Path) -> None:  # noqa: ANN001
+def _clean_leftovers(runtime, root: Path) -> None:
     removed = runtime.cleanup(None)
     for r in removed:
         print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
@@ -312,11 +375,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         known = {c.id for c in cases}
         unknown = [c for c in args.cases if c not in known]
         if unknown:
-            raise LabError(f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
-                           f"cases: {', '.join(sorted(known))}")  # fmt: skip
+            raise LabError(
+                f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
+                f"cases: {', '.join(sorted(known))}"
+            )
         cases = [c for c in cases if c.id in args.cases]
-    return run_suite(loaded, cases, args, fail_on_degraded=args.fail_on_degraded,
-                     dry_run=args.dry_run)  # fmt: skip
+    return run_suite(
+        loaded, cases, args, fail_on_degraded=args.fail_on_degraded, dry_run=args.dry_run
+    )
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -356,8 +422,16 @@ def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> i
     from lab.results.store import RunDir, new_run_id
 
     run_dir = RunDir.create(root, new_run_id())
-    n = Nightly(loaded, [plan], runtime, gpus, run_dir.path, run_dir.run_id,
-                RunOptions(out_root=root), Progress(live=False))  # fmt: skip
+    n = Nightly(
+        loaded,
+        [plan],
+        runtime,
+        gpus,
+        run_dir.path,
+        run_dir.run_id,
+        RunOptions(out_root=root),
+        Progress(live=False),
+    )
     rung = plan.ladder.rungs[0]
     spec, req = n.build_request(plan, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
@@ -419,7 +493,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     loaded = load_suite(REFERENCE_CONFIG)
-    quick = [c for c in loaded.suite.cases if (c.suite or "") == "selftest"] or loaded.suite.cases[:1]
+    quick = [c for c in loaded.suite.cases if (c.suite or "") == "selftest"] or loaded.suite.cases[
+        :1
+    ]
     return run_suite(loaded, quick, args)
 
 

@@ -43,19 +43,25 @@ def _configured_rungs(loaded: LoadedSuite, case: Case, fw: str) -> list[Rung]:
     return get_framework(fw).default_ladder(case, cfg)
 
 
-def plan_ladder(loaded: LoadedSuite, case: Case, frameworks: list[str], gpu_count: int) -> LadderPlan:
+def plan_ladder(
+    loaded: LoadedSuite, case: Case, frameworks: list[str], gpu_count: int
+) -> LadderPlan:
     """The rungs this case will try, in order, given the machine's GPU count."""
     if case.kind == "test" or not frameworks:
         rungs = case.ladder or [Rung(name="as-configured")]
-        return LadderPlan([PlannedRung(r.name, {}, max(case.num_gpus, r.num_gpus or 0)) for r in rungs])
+        return LadderPlan(
+            [PlannedRung(r.name, {}, max(case.num_gpus, r.num_gpus or 0)) for r in rungs]
+        )
     per_fw = {fw: {r.name: r for r in _configured_rungs(loaded, case, fw)} for fw in frameworks}
     plan = LadderPlan([])
     for i, rung in enumerate(_configured_rungs(loaded, case, frameworks[0])):
         need = max(case.num_gpus, rung.num_gpus or 0) if case.num_gpus > 0 else 0
         if rung.skip_if_args and any(
-            has_flag(case.frameworks[fw].serve_arg_list, f) for fw in frameworks
-            for f in Rung(name="x", args=rung.skip_if_args).arg_list if f.startswith("--")
-        ):  # fmt: skip
+            has_flag(case.frameworks[fw].serve_arg_list, f)
+            for fw in frameworks
+            for f in Rung(name="x", args=rung.skip_if_args).arg_list
+            if f.startswith("--")
+        ):
             plan.skipped.append(f"{rung.name}: the case already runs {rung.skip_if_args}")
             continue
         if i > 0 and need > gpu_count:
@@ -105,7 +111,9 @@ def climb(
                     infra_retried = True
                     attempts.append(result)
                     if on_retry:
-                        on_retry(f"{result.case_id}: infra_error ({result.reason[:120]}); retrying once")
+                        on_retry(
+                            f"{result.case_id}: infra_error ({result.reason[:120]}); retrying once"
+                        )
                     result = run_rung(rung, len(attempts) + 1)
                 attempts.append(result)
             if attempt.retry_state.outcome is not None and not attempt.retry_state.outcome.failed:

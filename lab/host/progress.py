@@ -12,8 +12,13 @@ from rich.table import Table
 
 from lab.results.model import CaseResult
 
-STYLE = {"passed": "green", "degraded": "yellow", "skipped": "dim", "running": "cyan",
-         "interrupted": "magenta"}  # fmt: skip
+STYLE = {
+    "passed": "green",
+    "degraded": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+    "interrupted": "magenta",
+}
 
 
 def outcome_style(outcome: str) -> str:
@@ -31,8 +36,12 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.live_mode:
-            self._live = Live(self._table(), console=self.console, refresh_per_second=4,
-                              get_renderable=self._table)  # fmt: skip
+            self._live = Live(
+                self._table(),
+                console=self.console,
+                refresh_per_second=4,
+                get_renderable=self._table,
+            )
             self._live.__enter__()
         return self
 
@@ -47,10 +56,19 @@ class Progress:
             t.add_column(col)
         with self._lock:
             for cid, row in self._rows.items():
-                elapsed = row.get("elapsed") or f"{time.time() - self._started.get(cid, time.time()):.0f}s"
+                elapsed = (
+                    row.get("elapsed")
+                    or f"{time.time() - self._started.get(cid, time.time()):.0f}s"
+                )
                 st = outcome_style(row["outcome"])
-                t.add_row(cid, row["framework"], row["attempt"], row["rung"], elapsed,
-                          f"[{st}]{row['outcome']}[/]")  # fmt: skip
+                t.add_row(
+                    cid,
+                    row["framework"],
+                    row["attempt"],
+                    row["rung"],
+                    elapsed,
+                    f"[{st}]{row['outcome']}[/]",
+                )
         return t
 
     def _print(self, text: str) -> None:
@@ -75,9 +93,12 @@ class Progress:
         o = str(r.outcome)
         with self._lock:
             row = self._rows.setdefault(r.case_id, {})
-            row.update(framework=",".join(r.frameworks), attempt=str(len(r.attempts)),
-                       rung=r.degraded_rung or (r.attempts[-1].rung if r.attempts else "-"),
-                       outcome=o)  # fmt: skip
+            row.update(
+                framework=",".join(r.frameworks),
+                attempt=str(len(r.attempts)),
+                rung=r.degraded_rung or (r.attempts[-1].rung if r.attempts else "-"),
+                outcome=o,
+            )
             if r.case_id in self._started:
                 row["elapsed"] = f"{time.time() - self._started[r.case_id]:.0f}s"
         detail = f" — {r.reason}" if r.reason and o != "passed" else ""

@@ -11,7 +11,9 @@ from lab.files import read_json
 from lab.results.store import canonical_sha256
 
 
-def load_replay(manifest_path: Path, case_ids: list[str] | None) -> tuple[LoadedSuite, list[Case], str]:
+def load_replay(
+    manifest_path: Path, case_ids: list[str] | None
+) -> tuple[LoadedSuite, list[Case], str]:
     try:
         manifest = read_json(manifest_path)
     except (OSError, ValueError) as e:
@@ -24,8 +26,10 @@ def load_replay(manifest_path: Path, case_ids: list[str] | None) -> tuple[Loaded
     wanted = case_ids or [cid for cid, c in recorded.items() if c.get("attempts")]
     unknown = [c for c in wanted if c not in recorded]
     if unknown:
-        raise LabError(f"manifest {manifest_path} has no case {', '.join(unknown)}; it has "
-                       f"{', '.join(recorded)}")  # fmt: skip
+        raise LabError(
+            f"manifest {manifest_path} has no case {', '.join(unknown)}; it has "
+            f"{', '.join(recorded)}"
+        )
     diffs = []
     for cid in wanted:
         try:
@@ -49,8 +53,10 @@ def load_replay(manifest_path: Path, case_ids: list[str] | None) -> tuple[Loaded
             image, want_id = recorded[cid].get("image"), recorded[cid].get("image_id")
             have = rt.image_id(image) if image else None
             if image and have is None:
-                raise LabError(f"case {cid}: image {image} is missing (the run used {want_id}); "
-                               "rebuild it with `make images` or load the recorded image")  # fmt: skip
+                raise LabError(
+                    f"case {cid}: image {image} is missing (the run used {want_id}); "
+                    "rebuild it with `make images` or load the recorded image"
+                )
             if want_id and have and have != want_id:
                 raise LabError(f"case {cid}: image {image} is now {have}, the run used {want_id}")
     return loaded, [loaded.case(cid) for cid in wanted], runtime

@@ -99,20 +99,26 @@ class Nightly:
         self.run_dir, self.run_id, self.opts, self.progress = run_dir, run_id, opts, progress
         # `local` has no network isolation: servers share the host's ports, so one at a time.
         self._exclusive = runtime.name == "local"
-        self.pool = ResourcePool([g.index for g in gpus],
-                                 1 if self._exclusive else loaded.suite.cpu_concurrency)  # fmt: skip
+        self.pool = ResourcePool(
+            [g.index for g in gpus], 1 if self._exclusive else loaded.suite.cpu_concurrency
+        )
         self._local_lock = threading.Lock()
         self.stopping = threading.Event()
         self._running: dict[str, object] = {}  # key -> Sandbox
         self._lock = threading.Lock()
         self.case_results: dict[str, CaseResult] = {}
         self.results = RunResults(
-            run_id=run_id, timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
-            lab_version=__version__, config_path=str(loaded.path), config_sha256=loaded.sha256,
+            run_id=run_id,
+            timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+            lab_version=__version__,
+            config_path=str(loaded.path),
+            config_sha256=loaded.sha256,
             measurement_repeats=loaded.suite.measurement_repeats,
             warmup_requests=loaded.suite.warmup_requests,
-            gpu_model=gpus[0].name if gpus else None, runtime=runtime.name, status="running",
-        )  # fmt: skip
+            gpu_model=gpus[0].name if gpus else None,
+            runtime=runtime.name,
+            status="running",
+        )
         self._image_ids: dict[str, str | None] = {}
 
     # --- the whole run ---------------------------------------------------------------------------
@@ -152,8 +158,11 @@ class Nightly:
     # --- one case ---------------------------------------------------------------------------------
     def _run_case(self, plan: CasePlan) -> None:
         try:
-            attempts = climb(plan.ladder, lambda rung, n: self._run_attempt(plan, rung, n),
-                             on_retry=lambda msg: self.progress.note(plan.case.id, msg))  # fmt: skip
+            attempts = climb(
+                plan.ladder,
+                lambda rung, n: self._run_attempt(plan, rung, n),
+                on_retry=lambda msg: self.progress.note(plan.case.id, msg),
+            )
             result = self._case_result(plan, attempts)
         except Exception as e:  # a bug of ours must not take the other cases down
             result = self._pending_result(plan)
@@ -169,18 +178,28 @@ class Nightly:
 
     def _flush(self) -> None:
         with self._lock:
-            self.results.cases = [self.case_results[p.case.id] for p in self.plans
-                                  if p.case.id in self.case_results]  # fmt: skip
+            self.results.cases = [
+                self.case_results[p.case.id] for p in self.plans if p.case.id in self.case_results
+            ]
             data = self.results.to_results_json()
         write_json_atomic(self.run_dir / "results.json", data)
 
     def _pending_result(self, plan: CasePlan) -> CaseResult:
         c = plan.case
-        return CaseResult(case_id=c.id, model=c.model, task=c.task, kind=c.kind,
-                          num_gpus=c.num_gpus, frameworks=plan.frameworks,
-                          outcome=Outcome.interrupted, reason="not finished",
-                          image=plan.image, vram_gib=plan.vram_gib, runtime=self.runtime.name,
-                          ladder_notes=plan.notes)  # fmt: skip
+        return CaseResult(
+            case_id=c.id,
+            model=c.model,
+            task=c.task,
+            kind=c.kind,
+            num_gpus=c.num_gpus,
+            frameworks=plan.frameworks,
+            outcome=Outcome.interrupted,
+            reason="not finished",
+            image=plan.image,
+            vram_gib=plan.vram_gib,
+            runtime=self.runtime.name,
+            ladder_notes=plan.notes,
+        )
 
     def _skipped_result(self, plan: CasePlan) -> CaseResult:
         r = self._pending_result(plan)
@@ -199,7 +218,9 @@ class Nightly:
         r.outcome, r.phase, r.reason, r.degraded_rung = outcome, final.phase, final.reason, rung
         r.gpus = final.gpus
         if outcome is Outcome.degraded:
-            r.original_failure = f"{attempts[0].outcome} on {attempts[0].rung}: {attempts[0].reason}"
+            r.original_failure = (
+                f"{attempts[0].outcome} on {attempts[0].rung}: {attempts[0].reason}"
+            )
             r.reason = f"passed only on rung {rung!r} after: {attempts[0].reason}"
         r.image_id = self._image_id(plan.image)
         return r
@@ -220,34 +241,52 @@ class Nightly:
         suite = self.loaded.suite
         infos = [g for g in self.gpus if g.index in gpus]
         ballast, vram_args = plan_vram(case.id, plan.vram_gib, infos, plan.frameworks)
-        extra = {fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, [])
-                 for fw in plan.frameworks}  # fmt: skip
+        extra = {
+            fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, []) for fw in plan.frameworks
+        }
         out_dir = self.run_dir / "attempts" / f"{case.id}__a{attempt}"
         test_image = None
         if case.needs_image_input and suite.test_image_path:
             test_image = str((self.loaded.config_dir / suite.test_image_path).resolve())
         spec = AttemptSpec(
-            run_id=self.run_id, case=case, frameworks=plan.frameworks, attempt=attempt,
-            rung=rung.name, extra_args={k: v for k, v in extra.items() if v},
-            num_gpus=len(gpus), gpus=gpus, gpu_uuids=[g.uuid for g in infos if g.uuid],
-            vram_gib=plan.vram_gib, ballast=ballast,
-            warmup_requests=case.warmup_requests if case.warmup_requests is not None
+            run_id=self.run_id,
+            case=case,
+            frameworks=plan.frameworks,
+            attempt=attempt,
+            rung=rung.name,
+            extra_args={k: v for k, v in extra.items() if v},
+            num_gpus=len(gpus),
+            gpus=gpus,
+            gpu_uuids=[g.uuid for g in infos if g.uuid],
+            vram_gib=plan.vram_gib,
+            ballast=ballast,
+            warmup_requests=case.warmup_requests
+            if case.warmup_requests is not None
             else suite.warmup_requests,
             measurement_repeats=case.measurement_repeats or suite.measurement_repeats,
             startup_timeout_s=case.startup_timeout_s or suite.startup_timeout_s,
             request_timeout_s=case.request_timeout_s or suite.request_timeout_s,
-            out_dir=str(out_dir), log_dir=str(self.run_dir / "logs"),
-            config_dir=str(self.loaded.config_dir), test_image_path=test_image,
-        )  # fmt: skip
+            out_dir=str(out_dir),
+            log_dir=str(self.run_dir / "logs"),
+            config_dir=str(self.loaded.config_dir),
+            test_image_path=test_image,
+        )
         env = sandbox_env(case, infos, gpus)
         req = SandboxRequest(
-            run_id=self.run_id, case_id=case.id, attempt=attempt,
-            spec_path=out_dir / "spec.json", run_dir=self.run_dir,
-            config_dir=self.loaded.config_dir, gpus=gpus, image=plan.image, env=env,
+            run_id=self.run_id,
+            case_id=case.id,
+            attempt=attempt,
+            spec_path=out_dir / "spec.json",
+            run_dir=self.run_dir,
+            config_dir=self.loaded.config_dir,
+            gpus=gpus,
+            image=plan.image,
+            env=env,
             model_cache=Path(suite.model_cache) if suite.model_cache else None,
-            shm_size=suite.shm_size, ipc_mode=suite.ipc_mode,
+            shm_size=suite.shm_size,
+            ipc_mode=suite.ipc_mode,
             memory_limit_mib=case.memory_limit_mib,
-        )  # fmt: skip
+        )
         return spec, req
 
     def _run_attempt(self, plan: CasePlan, rung: PlannedRung, attempt: int) -> AttemptResult:
@@ -255,8 +294,14 @@ class Nightly:
         key = f"{case.id}#a{attempt}"
         started = time.time()
         if self.stopping.is_set():
-            return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
-                                     "the run was interrupted before this attempt")  # fmt: skip
+            return self._host_result(
+                plan,
+                rung,
+                attempt,
+                started,
+                Outcome.interrupted,
+                "the run was interrupted before this attempt",
+            )
         try:
             if self._exclusive:
                 self._local_lock.acquire()
@@ -264,8 +309,14 @@ class Nightly:
         except Cancelled:
             if self._exclusive:
                 self._local_lock.release()
-            return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
-                                     "the run was interrupted before this attempt")  # fmt: skip
+            return self._host_result(
+                plan,
+                rung,
+                attempt,
+                started,
+                Outcome.interrupted,
+                "the run was interrupted before this attempt",
+            )
         sandbox = None
         try:
             spec, req = self.build_request(plan, rung, attempt, gpus)
@@ -277,8 +328,15 @@ class Nightly:
             except LabError:
                 raise
             except Exception as e:
-                return self._host_result(plan, rung, attempt, started, Outcome.infra_error,
-                                         f"sandbox did not start: {e}", gpus)  # fmt: skip
+                return self._host_result(
+                    plan,
+                    rung,
+                    attempt,
+                    started,
+                    Outcome.infra_error,
+                    f"sandbox did not start: {e}",
+                    gpus,
+                )
             with self._lock:
                 self._running[key] = sandbox
             if self.stopping.is_set():
@@ -286,10 +344,13 @@ class Nightly:
             sx = sandbox.wait(attempt_bound_s(spec))
             return self._read_result(plan, rung, attempt, started, spec, sx, gpus)
         except LabError as e:
-            return self._host_result(plan, rung, attempt, started, Outcome.infra_error, str(e), gpus)
+            return self._host_result(
+                plan, rung, attempt, started, Outcome.infra_error, str(e), gpus
+            )
         except Exception as e:  # the engine went away mid-attempt, and the like
-            return self._host_result(plan, rung, attempt, started, Outcome.infra_error,
-                                     f"{type(e).__name__}: {e}", gpus)  # fmt: skip
+            return self._host_result(
+                plan, rung, attempt, started, Outcome.infra_error, f"{type(e).__name__}: {e}", gpus
+            )
         finally:
             if sandbox is not None:
                 try:
@@ -303,9 +364,15 @@ class Nightly:
                 self._local_lock.release()
 
     def _read_result(
-        self, plan: CasePlan, rung: PlannedRung, attempt: int, started: float,
-        spec: AttemptSpec, sx: SandboxExit, gpus: list[int],
-    ) -> AttemptResult:  # fmt: skip
+        self,
+        plan: CasePlan,
+        rung: PlannedRung,
+        attempt: int,
+        started: float,
+        spec: AttemptSpec,
+        sx: SandboxExit,
+        gpus: list[int],
+    ) -> AttemptResult:
         """The host decides from the exit code and the result file, never from server logs."""
         try:
             result = load_result(spec.result_path)
@@ -324,29 +391,61 @@ class Nightly:
                 result.outcome = Outcome.interrupted
             return result
         if self.stopping.is_set():
-            return self._host_result(plan, rung, attempt, started, Outcome.interrupted,
-                                     "the run was interrupted during this attempt", gpus)  # fmt: skip
+            return self._host_result(
+                plan,
+                rung,
+                attempt,
+                started,
+                Outcome.interrupted,
+                "the run was interrupted during this attempt",
+                gpus,
+            )
         if sx.exit_code is None:
             why = sx.reason or f"the sandbox did not finish within {attempt_bound_s(spec):.0f} s"
-            return self._host_result(plan, rung, attempt, started, Outcome.timeout, why, gpus,
-                                     sx.log_tail)  # fmt: skip
+            return self._host_result(
+                plan, rung, attempt, started, Outcome.timeout, why, gpus, sx.log_tail
+            )
         why = sx.reason or f"the sandbox exited with code {sx.exit_code} and wrote no result"
-        return self._host_result(plan, rung, attempt, started, Outcome.infra_error, why, gpus,
-                                 sx.log_tail)  # fmt: skip
+        return self._host_result(
+            plan, rung, attempt, started, Outcome.infra_error, why, gpus, sx.log_tail
+        )
 
     def _host_result(
-        self, plan: CasePlan, rung: PlannedRung, attempt: int, started: float, outcome: Outcome,
-        reason: str, gpus: list[int] | None = None, tail: list[str] | None = None,
-    ) -> AttemptResult:  # fmt: skip
+        self,
+        plan: CasePlan,
+        rung: PlannedRung,
+        attempt: int,
+        started: float,
+        outcome: Outcome,
+        reason: str,
+        gpus: list[int] | None = None,
+        tail: list[str] | None = None,
+    ) -> AttemptResult:
         fw = plan.frameworks[0] if plan.frameworks else "test"
         return AttemptResult(
-            run_id=self.run_id, case_id=plan.case.id, attempt=attempt, rung=rung.name,
-            outcome=outcome, phase=Phase.setup, reason=reason,
-            frameworks=[FrameworkResult(framework=fw, outcome=outcome, phase=Phase.setup,
-                                        reason=reason, log_tail=tail or [])],
-            gpus=gpus or [], vram_gib=plan.vram_gib, extra_args=rung.extra_args,
-            started_at=started, finished_at=time.time(), lab_version=__version__,
-        )  # fmt: skip
+            run_id=self.run_id,
+            case_id=plan.case.id,
+            attempt=attempt,
+            rung=rung.name,
+            outcome=outcome,
+            phase=Phase.setup,
+            reason=reason,
+            frameworks=[
+                FrameworkResult(
+                    framework=fw,
+                    outcome=outcome,
+                    phase=Phase.setup,
+                    reason=reason,
+                    log_tail=tail or [],
+                )
+            ],
+            gpus=gpus or [],
+            vram_gib=plan.vram_gib,
+            extra_args=rung.extra_args,
+            started_at=started,
+            finished_at=time.time(),
+            lab_version=__version__,
+        )
 
 
 def attempt_bound_s(spec: AttemptSpec) -> float:
@@ -364,12 +463,17 @@ def sandbox_env(case: Case, infos: list[GpuInfo], gpus: list[int]) -> dict[str, 
     env: dict[str, str] = {}
     uuids = [g.uuid for g in infos if g.uuid]
     if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids) if len(uuids) == len(gpus) else (
-            ",".join(map(str, gpus)))  # fmt: skip
+        env["CUDA_VISIBLE_DEVICES"] = (
+            ",".join(uuids) if len(uuids) == len(gpus) else (",".join(map(str, gpus)))
+        )
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    wanted = {name for fw in case.frameworks.values() for v in fw.extra_env.values()
-              for name in _ENV_REF.findall(v)}  # fmt: skip
+    wanted = {
+        name
+        for fw in case.frameworks.values()
+        for v in fw.extra_env.values()
+        for name in _ENV_REF.findall(v)
+    }
     for k, v in os.environ.items():
         if k in wanted or is_secret_name(k):
             env[k] = v
@@ -384,8 +488,10 @@ def install_signal_handlers(nightly: Nightly) -> dict[int, int]:
         if seen["signal"]:
             return
         seen["signal"] = signum
-        print(f"\nlab: {signal.Signals(signum).name}: stopping every running attempt…",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"\nlab: {signal.Signals(signum).name}: stopping every running attempt…",
+            file=sys.stderr,
+        )
         threading.Thread(target=nightly.interrupt, daemon=True).start()
 
     signal.signal(signal.SIGINT, handler)

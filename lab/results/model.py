@@ -81,14 +81,16 @@ class RunResults(BaseModel):
     cases: list[CaseResult] = Field(default_factory=list)
 
     def sglang_rows(self) -> list[dict]:
-        """One row per case and framework, in sglang's comparison-results.json shape (+ lab keys)."""
+        """One row per case and framework, shaped as sglang's comparison-results.json."""
         rows: list[dict] = []
         for case in self.cases:
             fresults = case.framework_results() or [None]
             for fr in fresults:
                 samples = fr.latency_samples_s if fr else []
-                error = None if case.outcome in (Outcome.passed, Outcome.degraded) else (
-                    f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome)
+                error = (
+                    None
+                    if case.outcome in (Outcome.passed, Outcome.degraded)
+                    else (f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome))
                 )
                 rows.append(
                     {
@@ -111,8 +113,14 @@ class RunResults(BaseModel):
                         "phase": str(case.phase) if case.phase else None,
                         "reason": case.reason,
                         "degraded_rung": case.degraded_rung,
-                        "regression": next((f.verdict for f in case.regressions
-                                            if fr and f.framework == fr.framework), None),
+                        "regression": next(
+                            (
+                                f.verdict
+                                for f in case.regressions
+                                if fr and f.framework == fr.framework
+                            ),
+                            None,
+                        ),
                         "spread_pct": spread_pct(samples),
                     }
                 )
@@ -126,8 +134,9 @@ class RunResults(BaseModel):
             "run_id": self.run_id,
             "measurement_repeats": self.measurement_repeats,
             "results": self.sglang_rows(),
-            **self.model_dump(mode="json", exclude={"run_id", "timestamp", "commit_sha",
-                                                      "measurement_repeats"}),
+            **self.model_dump(
+                mode="json", exclude={"run_id", "timestamp", "commit_sha", "measurement_repeats"}
+            ),
         }
 
     @classmethod

@@ -39,7 +39,9 @@ def hold(keep_gib: float, devices: list[int]) -> list[object]:
             size = min(CHUNK, torch.cuda.mem_get_info(d)[0] - keep)
             held.append(torch.empty(size, dtype=torch.uint8, device=f"cuda:{d}"))
         free_now = torch.cuda.mem_get_info(d)[0]
-        print(f"ballast: GPU {d}: {free_now / GIB:.2f} GiB left free of {total / GIB:.1f}", flush=True)
+        print(
+            f"ballast: GPU {d}: {free_now / GIB:.2f} GiB left free of {total / GIB:.1f}", flush=True
+        )
     return held
 
 

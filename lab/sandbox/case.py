@@ -36,8 +36,13 @@ GUARD_POLL_S = 0.02
 STOP_GRACE_S = 3.0  # sglang waits 30 s before KILL
 GPU_RELEASE_TIMEOUT_S = 60.0
 # Environment variables worth recording with the command line (beside the case's extra_env).
-RECORDED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "HF_HOME",
-                "REFSERVER_FAULT")  # fmt: skip
+RECORDED_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "HF_HOME",
+    "REFSERVER_FAULT",
+)
 
 T = TypeVar("T")
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
@@ -86,11 +91,22 @@ class Attempt:
         except Interrupted:
             if self.server is not None:
                 self.server.stop(STOP_GRACE_S)
-            runs.append(FrameworkResult(framework=self._current_fw(runs), outcome=Outcome.interrupted,
-                                        reason="lab case was interrupted (SIGTERM/SIGINT)"))  # fmt: skip
+            runs.append(
+                FrameworkResult(
+                    framework=self._current_fw(runs),
+                    outcome=Outcome.interrupted,
+                    reason="lab case was interrupted (SIGTERM/SIGINT)",
+                )
+            )
         except AttemptEnded as e:  # set-up failures before any server ran (e.g. ballast)
-            runs.append(FrameworkResult(framework=self._current_fw(runs), outcome=e.outcome,
-                                        phase=Phase.setup, reason=e.reason))  # fmt: skip
+            runs.append(
+                FrameworkResult(
+                    framework=self._current_fw(runs),
+                    outcome=e.outcome,
+                    phase=Phase.setup,
+                    reason=e.reason,
+                )
+            )
         finally:
             self._stop_ballast()
         return self._result(runs, started)
@@ -102,13 +118,22 @@ class Attempt:
     def _result(self, runs: list[FrameworkResult], started: float) -> AttemptResult:
         failed = next((r for r in runs if r.outcome is not Outcome.passed), None)
         return AttemptResult(
-            run_id=self.spec.run_id, case_id=self.case.id, attempt=self.spec.attempt,
-            rung=self.spec.rung, outcome=failed.outcome if failed else Outcome.passed,
-            phase=failed.phase if failed else None, reason=failed.reason if failed else "",
-            frameworks=runs, gpus=self.spec.gpus, vram_gib=self.spec.vram_gib,
-            extra_args=self.spec.extra_args, started_at=started, finished_at=time.time(),
-            lab_version=__version__, hostname=socket.gethostname(),
-        )  # fmt: skip
+            run_id=self.spec.run_id,
+            case_id=self.case.id,
+            attempt=self.spec.attempt,
+            rung=self.spec.rung,
+            outcome=failed.outcome if failed else Outcome.passed,
+            phase=failed.phase if failed else None,
+            reason=failed.reason if failed else "",
+            frameworks=runs,
+            gpus=self.spec.gpus,
+            vram_gib=self.spec.vram_gib,
+            extra_args=self.spec.extra_args,
+            started_at=started,
+            finished_at=time.time(),
+            lab_version=__version__,
+            hostname=socket.gethostname(),
+        )
 
     # --- frameworks (a comparison runs them one after another on the same port) -------------
     def _run_frameworks(self) -> list[FrameworkResult]:
@@ -119,8 +144,13 @@ class Attempt:
             results.append(run.result)
             if run.result.outcome is not Outcome.passed:
                 for rest in self.spec.frameworks[i + 1 :]:
-                    results.append(FrameworkResult(framework=rest, outcome=Outcome.skipped,
-                                                   reason=f"not run: {fw} ended {run.result.outcome}"))  # fmt: skip
+                    results.append(
+                        FrameworkResult(
+                            framework=rest,
+                            outcome=Outcome.skipped,
+                            reason=f"not run: {fw} ended {run.result.outcome}",
+                        )
+                    )
                 break
             if baseline is None:
                 baseline = run
@@ -141,8 +171,9 @@ class Attempt:
         `${VAR}` in a case's extra_env is filled from the sandbox's own environment, so a token
         reaches the server without ever being written into a spec or result file."""
         env = dict(os.environ)
-        env.update({k: _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), v)
-                    for k, v in extra.items()})  # fmt: skip
+        env.update(
+            {k: _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), v) for k, v in extra.items()}
+        )
         env.setdefault("PYTHONUNBUFFERED", "1")
         recorded = {k: env[k] for k in RECORDED_ENV if k in env}
         recorded.update(extra)  # the ${VAR} template, not its value
@@ -152,11 +183,23 @@ class Attempt:
         adapter = get_framework(fw)
         cfg = self.case.frameworks[fw]
         spec = self.spec
-        cmd = adapter.command(self.case, cfg, spec.host, spec.port, spec.num_gpus,
-                              spec.extra_args.get(fw, []), spec.config_dir)  # fmt: skip
+        cmd = adapter.command(
+            self.case,
+            cfg,
+            spec.host,
+            spec.port,
+            spec.num_gpus,
+            spec.extra_args.get(fw, []),
+            spec.config_dir,
+        )
         env, recorded_env = self._env(cfg.extra_env)
-        res = FrameworkResult(framework=fw, outcome=Outcome.passed, command=cmd, env=recorded_env,
-                              log_path=str(spec.log_path(fw)))  # fmt: skip
+        res = FrameworkResult(
+            framework=fw,
+            outcome=Outcome.passed,
+            command=cmd,
+            env=recorded_env,
+            log_path=str(spec.log_path(fw)),
+        )
         run = _FrameworkRun(res)
         timings = res.phase_timings_s
         phase = Phase.startup
@@ -165,10 +208,17 @@ class Attempt:
         try:
             t0 = time.monotonic()
             try:
-                self.server = ServerProcess(cmd, spec.log_path(fw), env=env, echo=self.echo,
-                                            classifier=LineClassifier(self.case.fatal_patterns))  # fmt: skip
+                self.server = ServerProcess(
+                    cmd,
+                    spec.log_path(fw),
+                    env=env,
+                    echo=self.echo,
+                    classifier=LineClassifier(self.case.fatal_patterns),
+                )
             except OSError as e:
-                raise AttemptEnded(Outcome.crashed, f"cannot start {cmd[0]!r}: {e.strerror}") from None
+                raise AttemptEnded(
+                    Outcome.crashed, f"cannot start {cmd[0]!r}: {e.strerror}"
+                ) from None
             server = self.server
             sampler = Sampler(server.group_pids, self.nvml, self.devices).start()
             base_url = f"http://{spec.host}:{spec.port}"
@@ -177,12 +227,20 @@ class Attempt:
             timings["startup"] = round(time.monotonic() - t0, 3)
             style = adapter.style(cfg)
             if style != "none":
-                client = Client(base_url, self.case, style, spec.request_timeout_s,
-                                self._image_input(), self.out_dir)  # fmt: skip
+                client = Client(
+                    base_url,
+                    self.case,
+                    style,
+                    spec.request_timeout_s,
+                    self._image_input(),
+                    self.out_dir,
+                )
                 phase = Phase.warmup
                 t0 = time.monotonic()
                 for _ in range(spec.warmup_requests):
-                    out = self._guarded(lambda: client.send(self.case.prompt), spec.request_timeout_s)
+                    out = self._guarded(
+                        lambda: client.send(self.case.prompt), spec.request_timeout_s
+                    )
                     if res.first_request_latency_s is None:
                         res.first_request_latency_s = round(out.latency_s, 4)
                 timings["warmup"] = round(time.monotonic() - t0, 3)
@@ -191,15 +249,22 @@ class Attempt:
                 self._measure(client, fw, run)
                 timings["measure"] = round(time.monotonic() - t0, 3)
         except AttemptEnded as e:
-            res.outcome, res.phase, res.reason, res.exit_code = e.outcome, phase, e.reason, e.exit_code
+            res.outcome, res.phase, res.reason, res.exit_code = (
+                e.outcome,
+                phase,
+                e.reason,
+                e.exit_code,
+            )
         finally:
             t0 = time.monotonic()
             if self.server is not None:
                 res.stopped_at = self.server.stop(STOP_GRACE_S)
                 res.fatal_line_at = self.server.fatal_at
                 res.log_tail = self.server.tail_lines()
-                if res.exit_code is None and self.server.proc.returncode is not None and (
-                    res.outcome is not Outcome.passed
+                if (
+                    res.exit_code is None
+                    and self.server.proc.returncode is not None
+                    and (res.outcome is not Outcome.passed)
                 ):
                     res.exit_code = self.server.proc.returncode
             if sampler is not None:
@@ -211,8 +276,9 @@ class Attempt:
 
     def _teardown_gpu(self, res: FrameworkResult, before: set[int]) -> None:
         try:
-            res.telemetry.gpu_free_after_s = wait_gpu_released(self.nvml, self.devices, before,
-                                                               GPU_RELEASE_TIMEOUT_S)  # fmt: skip
+            res.telemetry.gpu_free_after_s = wait_gpu_released(
+                self.nvml, self.devices, before, GPU_RELEASE_TIMEOUT_S
+            )
         except TimeoutError as e:
             if res.outcome is Outcome.passed:
                 res.outcome, res.phase, res.reason = Outcome.infra_error, Phase.teardown, str(e)
@@ -251,8 +317,9 @@ class Attempt:
                 pass
             if time.monotonic() > deadline:
                 what = "ready (model listed)" if healthy else f"healthy ({health} 200)"
-                raise AttemptEnded(Outcome.timeout,
-                                   f"server not {what} after {self.spec.startup_timeout_s:g} s")  # fmt: skip
+                raise AttemptEnded(
+                    Outcome.timeout, f"server not {what} after {self.spec.startup_timeout_s:g} s"
+                )
             time.sleep(HEALTH_POLL_S)
 
     def _lists_model(self, http: requests.Session, url: str) -> bool:
@@ -307,7 +374,9 @@ class Attempt:
         perfs: list[dict[str, Any]] = []
         for i, prompt in enumerate(sized_prompts(self.case.prompt, self.spec.measurement_repeats)):
             dump = perf_dir / f"{fw}_{i + 1}.json"
-            out = self._guarded(lambda p=prompt, d=dump: client.send(p, d), self.spec.request_timeout_s)
+            out = self._guarded(
+                lambda p=prompt, d=dump: client.send(p, d), self.spec.request_timeout_s
+            )
             res.latency_samples_s.append(round(out.latency_s, 4))
             if out.perf:
                 perfs.append(out.perf)
@@ -331,23 +400,36 @@ class Attempt:
     def _run_test_command(self) -> FrameworkResult:
         case, spec = self.case, self.spec
         assert case.command
-        cmd_text = case.command.format(out_dir=spec.out_dir, config_dir=spec.config_dir,
-                                       port=spec.port, host=spec.host)  # fmt: skip
+        cmd_text = case.command.format(
+            out_dir=spec.out_dir, config_dir=spec.config_dir, port=spec.port, host=spec.host
+        )
         argv = ["/bin/sh", "-c", cmd_text]
         extra = {"LAB_OUT_DIR": spec.out_dir, "LAB_PORT": str(spec.port)}
         env, recorded = self._env(extra)
         log = spec.log_path("test")
-        res = FrameworkResult(framework="test", outcome=Outcome.passed, command=argv, env=recorded,
-                              log_path=str(log))  # fmt: skip
+        res = FrameworkResult(
+            framework="test", outcome=Outcome.passed, command=argv, env=recorded, log_path=str(log)
+        )
         cwd = case.workdir.format(config_dir=spec.config_dir) if case.workdir else None
         gpu_before = self.nvml.all_pids(self.devices)
         t0 = time.monotonic()
         try:
-            self.server = ServerProcess(argv, log, env=env, cwd=cwd, echo=self.echo,
-                                        classifier=LineClassifier(case.fatal_patterns))  # fmt: skip
+            self.server = ServerProcess(
+                argv,
+                log,
+                env=env,
+                cwd=cwd,
+                echo=self.echo,
+                classifier=LineClassifier(case.fatal_patterns),
+            )
         except OSError as e:
-            return res.model_copy(update={"outcome": Outcome.crashed, "phase": Phase.startup,
-                                          "reason": f"cannot start the command: {e}"})  # fmt: skip
+            return res.model_copy(
+                update={
+                    "outcome": Outcome.crashed,
+                    "phase": Phase.startup,
+                    "reason": f"cannot start the command: {e}",
+                }
+            )
         server = self.server
         sampler = Sampler(server.group_pids, self.nvml, self.devices).start()
         deadline = time.monotonic() + spec.startup_timeout_s
@@ -355,7 +437,11 @@ class Attempt:
             ended = self._ended_by_server("")
             if ended is not None:
                 if server.fatal is not None or ended.exit_code != 0:
-                    res.outcome, res.reason, res.exit_code = ended.outcome, ended.reason, ended.exit_code
+                    res.outcome, res.reason, res.exit_code = (
+                        ended.outcome,
+                        ended.reason,
+                        ended.exit_code,
+                    )
                     res.phase = Phase.measure
                 else:
                     res.exit_code = 0
@@ -382,10 +468,22 @@ class Attempt:
         b = self.spec.ballast
         if b is None:
             return
-        argv = [sys.executable, "-m", "lab.sandbox.ballast", "--keep-gib", str(b.keep_gib),
-                "--devices", ",".join(map(str, b.devices))]  # fmt: skip
-        self._ballast = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         text=True, start_new_session=True)  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "lab.sandbox.ballast",
+            "--keep-gib",
+            str(b.keep_gib),
+            "--devices",
+            ",".join(map(str, b.devices)),
+        ]
+        self._ballast = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         assert self._ballast.stdout is not None
         lines = []
         for line in self._ballast.stdout:
@@ -393,8 +491,9 @@ class Attempt:
             if line.startswith(ballast_mod.READY):
                 return
         self._ballast.wait()
-        raise AttemptEnded(Outcome.infra_error,
-                           f"VRAM emulation failed: {lines[-1] if lines else 'no output'}")  # fmt: skip
+        raise AttemptEnded(
+            Outcome.infra_error, f"VRAM emulation failed: {lines[-1] if lines else 'no output'}"
+        )
 
     def _stop_ballast(self) -> None:
         if self._ballast is not None and self._ballast.poll() is None:
@@ -417,7 +516,9 @@ def _server_timings(res: FrameworkResult, perfs: list[dict[str, Any]]) -> None:
         for k, v in (p.get("stages_ms") or {}).items():
             if isinstance(v, int | float):
                 stages.setdefault(k, []).append(float(v))
-        steps.extend(float(s) for s in p.get("denoise_steps_ms") or [] if isinstance(s, int | float))
+        steps.extend(
+            float(s) for s in p.get("denoise_steps_ms") or [] if isinstance(s, int | float)
+        )
     if stages:
         res.server_stage_medians_ms = {k: round(statistics.median(v), 3) for k, v in stages.items()}
     if steps:
@@ -430,8 +531,14 @@ def synthetic_image(width: int, height: int) -> bytes:
     from PIL import Image
 
     y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([(x * 255 // max(1, width - 1)), (y * 255 // max(1, height - 1)),
-                    ((x + y) * 127 // max(1, width + height - 2))], axis=-1).astype("uint8")  # fmt: skip
+    rgb = np.stack(
+        [
+            (x * 255 // max(1, width - 1)),
+            (y * 255 // max(1, height - 1)),
+            ((x + y) * 127 // max(1, width + height - 2)),
+        ],
+        axis=-1,
+    ).astype("uint8")
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()

@@ -110,11 +110,17 @@ class Client:
             body["perf_dump_path"] = str(perf)
         if self.case.needs_image_input:
             files = {"image": ("input.png", self.image_input or b"", "image/png")}
-            form = {k: (json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in body.items()}
-            r = self.http.post(f"{self.base}/v1/images/edits", data=form, files=files,
-                               timeout=self.timeout_s)  # fmt: skip
+            form = {
+                k: (json.dumps(v) if isinstance(v, dict | list) else str(v))
+                for k, v in body.items()
+            }
+            r = self.http.post(
+                f"{self.base}/v1/images/edits", data=form, files=files, timeout=self.timeout_s
+            )
         else:
-            r = self.http.post(f"{self.base}/v1/images/generations", json=body, timeout=self.timeout_s)
+            r = self.http.post(
+                f"{self.base}/v1/images/generations", json=body, timeout=self.timeout_s
+            )
         data = _json(r)
         try:
             b64 = data["data"][0]["b64_json"]
@@ -127,9 +133,14 @@ class Client:
         if perf is not None:
             body["perf_dump_path"] = str(perf)
         if self.case.needs_image_input:
-            form = {k: (json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in body.items()}
+            form = {
+                k: (json.dumps(v) if isinstance(v, dict | list) else str(v))
+                for k, v in body.items()
+            }
             files = {"input_reference": ("input.png", self.image_input or b"", "image/png")}
-            r = self.http.post(f"{self.base}/v1/videos", data=form, files=files, timeout=self.timeout_s)
+            r = self.http.post(
+                f"{self.base}/v1/videos", data=form, files=files, timeout=self.timeout_s
+            )
         else:
             r = self.http.post(f"{self.base}/v1/videos", json=body, timeout=self.timeout_s)
         job = _json(r)
@@ -160,19 +171,29 @@ class Client:
         content: Any = prompt
         if c.needs_image_input and self.image_input:
             url = "data:image/png;base64," + base64.b64encode(self.image_input).decode()
-            content = [{"type": "text", "text": prompt},
-                       {"type": "image_url", "image_url": {"url": url}}]  # fmt: skip
+            content = [
+                {"type": "text", "text": prompt},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]
         body = {
             "model": c.model,
             "messages": [{"role": "user", "content": content}],
-            **_drop_nulls({
-                "height": c.height, "width": c.width, "num_inference_steps": c.num_inference_steps,
-                "guidance_scale": c.guidance_scale, "seed": c.seed, "num_frames": c.num_frames,
-                "fps": c.fps, "negative_prompt": c.negative_prompt,
-            }),  # fmt: skip
+            **_drop_nulls(
+                {
+                    "height": c.height,
+                    "width": c.width,
+                    "num_inference_steps": c.num_inference_steps,
+                    "guidance_scale": c.guidance_scale,
+                    "seed": c.seed,
+                    "num_frames": c.num_frames,
+                    "fps": c.fps,
+                    "negative_prompt": c.negative_prompt,
+                }
+            ),
         }
-        data = _json(self.http.post(f"{self.base}/v1/chat/completions", json=body,
-                                    timeout=self.timeout_s))  # fmt: skip
+        data = _json(
+            self.http.post(f"{self.base}/v1/chat/completions", json=body, timeout=self.timeout_s)
+        )
         try:
             parts = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -190,11 +211,19 @@ class Client:
         c = self.case
         kind = "video" if c.is_video else "image"
         save = self.out_dir / f"lightx2v_{int(time.time() * 1000)}.{'mp4' if c.is_video else 'png'}"
-        body = _drop_nulls({"prompt": prompt, "seed": c.seed, "negative_prompt": c.negative_prompt,
-                            "save_result_path": str(save)})  # fmt: skip
+        body = _drop_nulls(
+            {
+                "prompt": prompt,
+                "seed": c.seed,
+                "negative_prompt": c.negative_prompt,
+                "save_result_path": str(save),
+            }
+        )
         if c.needs_image_input and self.image_input:
             body["image_path"] = base64.b64encode(self.image_input).decode()
-        task = _json(self.http.post(f"{self.base}/v1/tasks/{kind}", json=body, timeout=self.timeout_s))
+        task = _json(
+            self.http.post(f"{self.base}/v1/tasks/{kind}", json=body, timeout=self.timeout_s)
+        )
         tid = task.get("task_id") if isinstance(task, dict) else None
         if not tid:
             raise BadResponse(f"no task_id in the answer: {_short(task)}")
@@ -279,12 +308,15 @@ def check_output(out: Output, case: Case) -> None:
         raise BadResponse(f"{out.kind} does not decode: {e}") from None
     if img.size != (case.width, case.height):
         raise BadResponse(
-            f"{out.kind} is {img.size[0]}x{img.size[1]}, the case asked for {case.width}x{case.height}"
+            f"{out.kind} is {img.size[0]}x{img.size[1]}, "
+            f"the case asked for {case.width}x{case.height}"
         )
     if out.kind == "video":
         out.frames = getattr(img, "n_frames", 1)
         if case.num_frames and out.frames != case.num_frames:
-            raise BadResponse(f"video has {out.frames} frames, the case asked for {case.num_frames}")
+            raise BadResponse(
+                f"video has {out.frames} frames, the case asked for {case.num_frames}"
+            )
 
 
 def psnr_db(a: bytes, b: bytes) -> float | None:

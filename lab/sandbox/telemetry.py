@@ -33,7 +33,7 @@ class Nvml:
         except Exception:  # no driver, no library, no GPU: telemetry is simply absent
             self._nv = None
 
-    def _handle(self, uuid: str):  # noqa: ANN202 - pynvml handle type
+    def _handle(self, uuid: str):
         # By UUID: NVML's indices ignore CUDA_VISIBLE_DEVICES and differ inside containers.
         return self._nv.nvmlDeviceGetHandleByUUID(uuid)
 

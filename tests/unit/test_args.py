@@ -2,8 +2,15 @@ from lab.frameworks.args import flag_value, has_flag, merge_args
 
 
 def test_override_replaces_value_in_place_and_collapses_repeats() -> None:
-    base = ["--warmup-mode", "server", "--cfg-parallel-size", "1", "--tp-size", "2",
-            "--cfg-parallel-size=1"]  # fmt: skip
+    base = [
+        "--warmup-mode",
+        "server",
+        "--cfg-parallel-size",
+        "1",
+        "--tp-size",
+        "2",
+        "--cfg-parallel-size=1",
+    ]
     out = merge_args(base, ["--cfg-parallel-size", "2"])
     assert out == ["--warmup-mode", "server", "--cfg-parallel-size", "2", "--tp-size", "2"]
 

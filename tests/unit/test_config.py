@@ -44,8 +44,9 @@ def test_shipped_suites_validate() -> None:
 
 
 def test_unknown_key_names_file_case_and_field(tmp_path: Path) -> None:
-    p = write(tmp_path, {"cases": [{"id": "a", "model": "m", "frameworks": {"sglang": {}},
-                                    "num_gpu": 2}]})  # fmt: skip
+    p = write(
+        tmp_path, {"cases": [{"id": "a", "model": "m", "frameworks": {"sglang": {}}, "num_gpu": 2}]}
+    )
     with pytest.raises(ConfigError) as e:
         load_suite(p)
     msg = str(e.value)
@@ -53,8 +54,10 @@ def test_unknown_key_names_file_case_and_field(tmp_path: Path) -> None:
 
 
 def test_wrong_type_in_framework_names_the_nested_field(tmp_path: Path) -> None:
-    p = write(tmp_path, {"cases": [{"id": "b", "model": "m",
-                                    "frameworks": {"sglang": {"serve_args": 3}}}]})  # fmt: skip
+    p = write(
+        tmp_path,
+        {"cases": [{"id": "b", "model": "m", "frameworks": {"sglang": {"serve_args": 3}}}]},
+    )
     with pytest.raises(ConfigError) as e:
         load_suite(p)
     assert "case 'b'" in str(e.value) and "frameworks.sglang.serve_args" in str(e.value)
@@ -78,7 +81,11 @@ def test_not_json_is_a_config_error(tmp_path: Path) -> None:
 
 def test_lab_validate_exits_2_with_the_message(tmp_path: Path) -> None:
     p = write(tmp_path, {"cases": [{"id": "e", "frameworks": {"sglang": {}}}]})
-    r = subprocess.run([sys.executable, "-m", "lab.cli", "validate", str(p)],
-                       capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "validate", str(p)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 2
     assert "case 'e'" in r.stderr and "model" in r.stderr and "Traceback" not in r.stderr

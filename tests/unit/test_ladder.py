@@ -4,27 +4,46 @@ tests/integration/test_nightly_ladder.py.)"""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from lab.config import load_suite
 from lab.contract import AttemptResult, Outcome
-from lab.host.ladder import PlannedRung, case_outcome, climb, plan_ladder, LadderPlan
+from lab.host.ladder import LadderPlan, PlannedRung, case_outcome, climb, plan_ladder
 
 
 def _suite(tmp_path: Path, serve_args: str = "", num_gpus: int = 1):
     p = tmp_path / "s.json"
     p.write_text(
-        '{"cases": [{"id": "c", "model": "m", "num_gpus": %d, '
-        '"frameworks": {"sglang": {"serve_args": "%s"}}}]}' % (num_gpus, serve_args)
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "id": "c",
+                        "model": "m",
+                        "num_gpus": num_gpus,
+                        "frameworks": {"sglang": {"serve_args": serve_args}},
+                    }
+                ]
+            }
+        )
     )
     return load_suite(p)
 
 
 def _result(rung: str, n: int, outcome: Outcome) -> AttemptResult:
     now = time.time()
-    return AttemptResult(run_id="r", case_id="c", attempt=n, rung=rung, outcome=outcome,
-                         reason=f"{outcome} on {rung}", started_at=now, finished_at=now)  # fmt: skip
+    return AttemptResult(
+        run_id="r",
+        case_id="c",
+        attempt=n,
+        rung=rung,
+        outcome=outcome,
+        reason=f"{outcome} on {rung}",
+        started_at=now,
+        finished_at=now,
+    )
 
 
 def test_default_ladder_on_one_gpu_skips_cfg_parallel_with_reason(tmp_path: Path) -> None:
@@ -33,7 +52,10 @@ def test_default_ladder_on_one_gpu_skips_cfg_parallel_with_reason(tmp_path: Path
     assert [r.name for r in plan.rungs] == ["as-configured", "low-vram"]
     assert any("cfg-parallel-2: needs 2 GPUs" in s for s in plan.skipped)
     assert plan.rungs[1].extra_args["sglang"] == [
-        "--dit-cpu-offload", "--text-encoder-cpu-offload", "--vae-cpu-offload"]  # fmt: skip
+        "--dit-cpu-offload",
+        "--text-encoder-cpu-offload",
+        "--vae-cpu-offload",
+    ]
 
 
 def test_case_already_cfg_parallel_gets_no_cfg_rung(tmp_path: Path) -> None:
@@ -82,5 +104,8 @@ def test_exhausted_ladder_ends_oom_with_every_attempt() -> None:
 def test_infra_error_is_retried_once_on_the_same_rung() -> None:
     outcomes = iter([Outcome.infra_error, Outcome.passed])
     attempts = climb(_plan("a", "b"), lambda r, n: _result(r.name, n, next(outcomes)))
-    assert [(a.rung, a.outcome) for a in attempts] == [("a", Outcome.infra_error), ("a", Outcome.passed)]
+    assert [(a.rung, a.outcome) for a in attempts] == [
+        ("a", Outcome.infra_error),
+        ("a", Outcome.passed),
+    ]
     assert case_outcome(attempts) == (Outcome.passed, None)

@@ -17,8 +17,11 @@ from lab.host.scheduler import (
 
 
 def test_grant_order_serves_longest_first_and_backfills() -> None:
-    waiting = [Request((-100, 0), 4, "big"), Request((-300, 1), 2, "long2"),
-               Request((-50, 2), 1, "small")]  # fmt: skip
+    waiting = [
+        Request((-100, 0), 4, "big"),
+        Request((-300, 1), 2, "long2"),
+        Request((-50, 2), 1, "small"),
+    ]
     grants = grant_order(waiting, [0, 1, 2], free_cpu_slots=0)
     assert [(r.key, g) for r, g in grants] == [("long2", [0, 1]), ("small", [2])]
 
