@@ -105,7 +105,8 @@ class RefServer:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"no log line with {text!r} within {timeout} s; log:\n" + "\n".join(self.lines[-25:])
+                        f"no log line with {text!r} within {timeout} s; log:\n"
+                        + "\n".join(self.lines[-25:])
                     )
                 self._changed.wait(min(left, 0.2))
 
@@ -122,7 +123,9 @@ class RefServer:
             except requests.ConnectionError as e:
                 last = e
             time.sleep(0.05)
-        raise AssertionError(f"GET {path} gave {last}, not {status}, within {timeout} s:\n{self.log()}")
+        raise AssertionError(
+            f"GET {path} gave {last}, not {status}, within {timeout} s:\n{self.log()}"
+        )
 
     def wait_live(self, timeout: float = 30) -> RefServer:
         self._wait_status("/liveness", 200, timeout)

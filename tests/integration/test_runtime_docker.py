@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from lab.host.runtimes.base import (
     SandboxInfraError,
     SandboxRequest,
 )
-from lab.host.runtimes.docker import LABEL_OWNER, DockerRuntime
+from lab.host.runtimes.docker import LABEL_HOST, LABEL_OWNER, DockerRuntime
 from lab.host.runtimes.registry import default_runtime_name, get_runtime
 
 pytestmark = pytest.mark.docker
@@ -231,6 +232,26 @@ def test_cleanup_removes_the_runs_containers_but_not_another_users(runtime, run_
         assert [c["Id"] for c in left] == [foreign.id]
     finally:
         foreign.remove(force=True)
+
+
+def test_cleanup_of_all_runs_spares_containers_of_a_live_lab_process(runtime, run_id, tmp_path):
+    live = runtime.start(make_request(tmp_path, run_id, ["sleep", "300"], case="live"))
+    orphan = runtime.client.containers.create(
+        "nightly-lab/host-empty:latest",
+        ["sleep", "300"],
+        network_mode="none",
+        name=f"lab-{run_id}-orphan-a1",
+        labels={
+            LABEL_RUN: run_id,
+            LABEL_OWNER: str(os.getuid()),
+            LABEL_HOST: f"{socket.gethostname()}:{2**22 + 1}:0.000",  # a lab process long gone
+        },
+    )
+    removed = runtime.cleanup()
+    assert orphan.name in removed
+    assert live.name not in removed
+    assert runtime.client.api.inspect_container(live.id)["State"]["Running"]
+    live.stop(1)
 
 
 def test_engine_losing_the_container_is_an_infra_error(runtime, run_id, tmp_path):

@@ -182,11 +182,14 @@ def test_cleanup_after_the_host_was_killed_finds_the_sandbox_by_its_record(netns
     assert leftover.is_running()  # the host died, its sandbox did not
     record = json.loads((tmp_path / "run" / "sandboxes" / f"{name}.json").read_text())
     assert record["pid"] == int(pid) and record["run_id"] == run_id
-    members = [p for p in leftover.children(recursive=True)]
+    members = list(leftover.children(recursive=True))
+    mine = netns.start(make_request(tmp_path, ["sleep", "300"], case="mine"))  # our host lives
 
-    removed = netns.cleanup(run_id)
+    removed = netns.cleanup()  # every run: only sandboxes whose lab process is gone
 
     assert removed == [name]
+    assert not gone(mine.pid)
+    mine.stop(1)
     assert gone(int(pid)) and all(gone(p.pid) for p in members)
     assert not (tmp_path / "state" / f"{name}.json").exists()
     assert netns.cleanup(run_id) == []

@@ -45,6 +45,8 @@ from lab.host.runtimes.base import (
 from lab.host.runtimes.local import (
     HOST_GPUS_ENV,
     LOG_TAIL_LINES,
+    host_alive,
+    host_identity,
     host_lab_case_command,
     is_secret_name,
     lab_source_dir,
@@ -54,6 +56,7 @@ from lab.host.runtimes.local import (
 )
 
 LABEL_OWNER = f"{LABEL_PREFIX}.owner-uid"
+LABEL_HOST = f"{LABEL_PREFIX}.host"  # hostname:pid:create_time of the lab process
 HOST_IMAGE = "host"
 HOST_EMPTY_IMAGE = "nightly-lab/host-empty:latest"
 DEFAULT_IMAGE = f"nightly-lab/reference:{lab.__version__}"
@@ -443,6 +446,7 @@ class DockerRuntime:
             LABEL_CASE: req.case_id,
             LABEL_ATTEMPT: str(req.attempt),
             LABEL_OWNER: str(os.getuid()),
+            LABEL_HOST: host_identity(),
         }
         return ContainerSpec(
             name=sandbox_name(req.run_id, req.case_id, req.attempt),
@@ -585,12 +589,15 @@ class DockerRuntime:
         return str(info["id"]) if info else None
 
     def cleanup(self, run_id: str | None = None) -> list[str]:
-        """Remove lab containers of one run (or all runs) that this user started."""
+        """Remove this user's lab containers: all of one run, or (None) those of every run whose
+        lab process is gone, so a concurrent run keeps its containers."""
         run_filter = LABEL_RUN if run_id is None else f"{LABEL_RUN}={run_id}"
         filters = {"label": [run_filter, f"{LABEL_OWNER}={os.getuid()}"]}
         removed = []
         try:
             for c in self.client.api.containers(all=True, filters=filters):
+                if run_id is None and host_alive((c.get("Labels") or {}).get(LABEL_HOST)):
+                    continue
                 with contextlib.suppress(docker.errors.NotFound):
                     self.client.api.remove_container(c["Id"], v=True, force=True)
                     removed.append(str((c.get("Names") or [c["Id"]])[0]).lstrip("/"))

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,26 @@ def env_assignments(env: dict[str, str]) -> list[str]:
     for k, v in env.items():
         words.append(f'{k}="${k}"' if is_secret_name(k) else shlex.quote(f"{k}={v}"))
     return words
+
+
+def host_identity() -> str:
+    """`hostname:pid:create_time` of this lab process, stamped on every sandbox it starts."""
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def host_alive(identity: str | None) -> bool:
+    """Is the lab process that started a sandbox still running? Unknown or another machine's
+    counts as alive: cleanup(None) only takes what is certainly orphaned."""
+    try:
+        hostname, pid, created = (identity or "").rsplit(":", 2)
+        if hostname != socket.gethostname():
+            return True
+        return abs(psutil.Process(int(pid)).create_time() - float(created)) < 0.01
+    except ValueError:
+        return True
+    except psutil.Error:
+        return False
 
 
 def default_state_dir() -> Path:
@@ -355,6 +376,7 @@ class ProcessRuntime:
                 "run_dir": str(req.run_dir),
                 "log": str(log_path),
                 "started_at": time.time(),
+                "host": host_identity(),
             }
         )
         paths = [self.state_dir / f"{name}.json", box_dir / f"{name}.json"]
@@ -381,10 +403,13 @@ class ProcessRuntime:
         return out
 
     def cleanup(self, run_id: str | None = None, grace_s: float = 2.0) -> list[str]:
-        """Kill the processes of sandboxes lab runs left behind (e.g. after the host was killed)."""
+        """Kill the processes of sandboxes lab runs left behind: all of one run, or (None) those
+        of every run whose lab process is gone, so a concurrent run keeps its sandboxes."""
         removed = []
         for record in self.records():
             if run_id is not None and record.run_id != run_id:
+                continue
+            if run_id is None and host_alive(record.data.get("host")):
                 continue
             terminate(record, grace_s)
             (self.state_dir / f"{record.name}.json").unlink(missing_ok=True)
