@@ -204,9 +204,6 @@ build_reference() {
   build_wheelhouse
   old_id=$(docker image inspect -f '{{.Id}}' "$REFERENCE" 2>/dev/null || true)
   say "$REFERENCE: building (source hash ${hash:0:12})"
-  # Tag the dependency stage too, so that pruning dangling images keeps the slow layer cached.
-  docker_build reference-deps -f docker/reference.Dockerfile --target deps \
-    -t "$REFERENCE_REPO-deps:latest"
   docker_build reference -f docker/reference.Dockerfile \
     --build-arg "LAB_VERSION=$VERSION" --build-arg "SOURCE_HASH=$hash" \
     -t "$REFERENCE" -t "$REFERENCE_REPO:latest"

@@ -339,6 +339,7 @@ class Nightly:
                 )
             with self._lock:
                 self._running[key] = sandbox
+            write_json_atomic(Path(spec.out_dir) / "sandbox.json", sandbox.describe())
             if self.stopping.is_set():
                 sandbox.stop(STOP_GRACE_S)
             sx = sandbox.wait(attempt_bound_s(spec))

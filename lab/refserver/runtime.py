@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+from typing import Any
 
 from lab.refserver.args import ServerConfig
 
@@ -34,3 +36,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return "DefaultCPUAllocator: can't allocate memory" in text or "out of memory" in text.lower()
+
+
+_libc: Any = None
+
+
+def release_cpu_memory() -> None:
+    """Give freed heap memory back to the OS between stages (glibc malloc_trim), so a rank's RSS
+    follows the stage that is running rather than the largest stage so far."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)

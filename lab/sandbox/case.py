@@ -359,6 +359,10 @@ class Attempt:
             if ended:
                 raise ended
             if isinstance(err, BadResponse):
+                # A server that answers an error carrying the OOM text ran out of memory too.
+                hit = self.server.classifier.classify_line(str(err)) if self.server else None
+                if hit is not None and hit.kind == "oom":
+                    raise AttemptEnded(Outcome.oom, str(err))
                 raise AttemptEnded(Outcome.bad_response, str(err))
             if isinstance(err, TimeoutError | requests.Timeout):
                 raise AttemptEnded(Outcome.timeout, str(err))

@@ -144,7 +144,7 @@ def test_a_change_to_the_lab_rebuilds_only_the_lab_layers(
         assert new_layers[-2:] != ref_layers[-2:]
         assert took < 120, f"a lab-only rebuild took {took:.0f} s"
     finally:
-        for tag in (f"{repo}:{lab.__version__}", f"{repo}:latest", f"{repo}-deps:latest"):
+        for tag in (f"{repo}:{lab.__version__}", f"{repo}:latest"):
             with contextlib.suppress(docker.errors.ImageNotFound):
                 docker_client.images.remove(tag)
 
