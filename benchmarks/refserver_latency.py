@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks/results/refserver_latency.json"
     )
+    parser.add_argument("--server-log", type=Path, default=Path(os.devnull))
     args = parser.parse_args(argv)
 
-    server = launch(["--model-path", args.model_path, "--warmup-mode", "server"])
+    log = args.server_log.open("ab")
+    server = launch(["--model-path", args.model_path, "--warmup-mode", "server"], log=log)
     try:
         startup_s = server.wait_healthy(300)
         card = json.loads(_get(server.url + "/v1/models"))["data"][0]
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     stages.setdefault(stage, []).append(ms)
     finally:
         server.stop()
+        log.close()
 
     result: dict[str, Any] = {
         "benchmark": "refserver_latency",

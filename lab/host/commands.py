@@ -226,11 +226,24 @@ def run_suite(
         f"lab: run {run_dir.run_id} → {run_dir.path} ({runtime.name} runtime, {len(gpus)} GPU(s))",
         file=sys.stderr,
     )
-    with progress:
-        results = nightly.run()
+    try:
+        with progress:
+            results = nightly.run()
+    except OSError as e:  # the output folder filled up or went away mid-run
+        nightly.interrupt()
+        raise LabError(
+            f"cannot write under {run_dir.path}: {e.strerror}. Results written before "
+            "this stay readable there; free space or pick another --out"
+        ) from None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    problem = finish_run(loaded, run_dir.path, results, gpus)
+    try:
+        problem = finish_run(loaded, run_dir.path, results, gpus)
+    except OSError as e:
+        raise LabError(
+            f"cannot write the reports under {run_dir.path}: {e.strerror}; "
+            "results.json as last written stays readable"
+        ) from None
     _print_summary(results, run_dir.path)
     if seen["signal"]:
         return 128 + seen["signal"]

@@ -120,6 +120,7 @@ class Nightly:
             status="running",
         )
         self._image_ids: dict[str, str | None] = {}
+        self.write_error: OSError | None = None
 
     # --- the whole run ---------------------------------------------------------------------------
     def run(self) -> RunResults:
@@ -139,6 +140,8 @@ class Nightly:
                 t.join(0.2)
         self.results.status = "interrupted" if self.stopping.is_set() else "finished"
         self._flush()
+        if self.write_error is not None:
+            raise self.write_error
         return self.results
 
     def interrupt(self) -> None:
@@ -182,7 +185,10 @@ class Nightly:
                 self.case_results[p.case.id] for p in self.plans if p.case.id in self.case_results
             ]
             data = self.results.to_results_json()
-        write_json_atomic(self.run_dir / "results.json", data)
+        try:
+            write_json_atomic(self.run_dir / "results.json", data)
+        except OSError as e:  # keep running the cases; the run ends with this error
+            self.write_error = self.write_error or e
 
     def _pending_result(self, plan: CasePlan) -> CaseResult:
         c = plan.case

@@ -77,32 +77,39 @@ class _Server:
         return requests.get(self.launched.url + path, timeout=60).json()
 
 
-def measure_one(
-    preset: str, mode: str, request: tuple[str, dict[str, Any]], steps: int, log: Any
-) -> dict[str, Any]:
-    path, body = request
+def measure_mode(
+    preset: str, mode: str, requests: dict[str, tuple[str, dict[str, Any]]], steps: int, log: Any
+) -> list[dict[str, Any]]:
+    """Run `requests` on one server in `mode`; a row per request (peak RSS is since start)."""
     server = _Server(["--model-path", f"ref://{preset}", *MODES[mode]], log)
+    rows = []
     try:
         startup_s = server.launched.wait_healthy()
         pids = server.launched.rank_pids()
-        with tempfile.TemporaryDirectory() as tmp:
-            dump = Path(tmp) / "perf.json"
-            latency = _finish(
-                server, path, {**body, "num_inference_steps": steps, "perf_dump_path": str(dump)}
-            )
-            perf = json.loads(dump.read_text())
         card = server.get_json("/v1/models")["data"][0]
-        return {
-            "device": card["device"],
-            "dtype": card["dtype"],
-            "startup_s": round(startup_s, 2),
-            "latency_s": round(latency, 3),
-            "accounted_peak_mib": perf["accounted_peak_mib_per_rank"],
-            "device_peak_mib": perf.get("device_peak_mib_per_rank"),
-            "peak_rss_mib": [round(peak_rss_mib(pid), 1) for pid in pids],
-        }
+        for name, (path, body) in requests.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                dump = Path(tmp) / "perf.json"
+                body = {**body, "num_inference_steps": steps, "perf_dump_path": str(dump)}
+                latency = _finish(server, path, body)
+                perf = json.loads(dump.read_text())
+            rows.append(
+                {
+                    "preset": preset,
+                    "mode": mode,
+                    "request": name,
+                    "device": card["device"],
+                    "dtype": card["dtype"],
+                    "startup_s": round(startup_s, 2),
+                    "latency_s": round(latency, 3),
+                    "accounted_peak_mib": perf["accounted_peak_mib_per_rank"],
+                    "device_peak_mib": perf.get("device_peak_mib_per_rank"),
+                    "peak_rss_mib": [round(peak_rss_mib(pid), 1) for pid in pids],
+                }
+            )
     finally:
         server.launched.stop()
+    return rows
 
 
 def _cells(values: list[float] | None) -> str:
@@ -118,29 +125,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1, help="memory does not depend on steps")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--server-log", type=Path, default=None)
+    parser.add_argument("--reuse", action="store_true", help="one server per preset and mode")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     log = open(args.server_log, "ab") if args.server_log else None  # noqa: SIM115
     print("| preset | mode | request | accounted peak MiB | CPU peak RSS MiB | GPU peak MiB |")
     print("|---|---|---|---|---|---|")
     for preset in args.presets:
-        for request_name, request in requests_for(preset).items():
+        every = requests_for(preset)
+        # a fresh server per request, unless --reuse: peak RSS is a lifetime high-water mark
+        batches = [every] if args.reuse else [{k: v} for k, v in every.items()]
+        for batch in batches:
             for mode in args.modes:
                 try:
-                    row = measure_one(preset, mode, request, args.steps, log)
+                    new = measure_mode(preset, mode, batch, args.steps, log)
                 except Exception as e:  # one failed cell must not lose the others
-                    row = {"error": f"{type(e).__name__}: {e}"}
-                row.update(preset=preset, mode=mode, request=request_name)
-                rows.append(row)
+                    new = [
+                        {
+                            "preset": preset,
+                            "mode": mode,
+                            "request": ", ".join(batch),
+                            "error": f"{type(e).__name__}: {e}",
+                        }
+                    ]
+                rows.extend(new)
                 if args.out:
                     write_json_atomic(args.out, rows)
-                print(
-                    f"| {preset} | {mode} | {request_name} | "
-                    f"{_cells(row.get('accounted_peak_mib'))} | "
-                    f"{_cells(row.get('peak_rss_mib'))} | {_cells(row.get('device_peak_mib'))} |"
-                    + (f" {row['error']}" if "error" in row else ""),
-                    flush=True,
-                )
+                for row in new:
+                    print(
+                        f"| {preset} | {mode} | {row['request']} | "
+                        f"{_cells(row.get('accounted_peak_mib'))} | "
+                        f"{_cells(row.get('peak_rss_mib'))} | "
+                        f"{_cells(row.get('device_peak_mib'))} |"
+                        + (f" {row['error']}" if "error" in row else ""),
+                        flush=True,
+                    )
     return 0
 
 

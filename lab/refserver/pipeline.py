@@ -133,18 +133,10 @@ class Pipeline:
             mode = "resident"
             if offloaded[name]:
                 mode = config.dit_offload if name == "transformer" else "component"
-            # the ledger charges resident weights before they are placed, as an allocator would
-            blocks = transformer_blocks(modules.transformer) if mode == "layerwise" else None
+            if mode == "resident":
+                # charged before they are placed, as an allocator would fail before placing them
+                self.ledger.alloc(f"{name} weights", self.weights_of(name))
             with torch.no_grad():
-                self.residency[name] = Residency(
-                    name,
-                    module,
-                    mode,
-                    device=self.device,
-                    ledger=self.ledger,
-                    element_size=self.el,
-                    blocks=blocks,
-                )
                 materialize(
                     module,
                     name,
@@ -153,9 +145,23 @@ class Pipeline:
                     dtype=self.dtype,
                     pin=config.pin_cpu_memory and self.device.type == "cuda",
                 )
+            blocks = transformer_blocks(modules.transformer) if mode == "layerwise" else None
+            self.residency[name] = Residency(
+                name,
+                module,
+                mode,
+                device=self.device,
+                ledger=self.ledger,
+                element_size=self.el,
+                blocks=blocks,
+            )
         self.scheduler_config = FlowMatchEulerDiscreteScheduler(shift=SCHEDULER_SHIFT).config
         self.lifetime_peak = self.ledger.peak
         self.build_s = time.perf_counter() - started
+
+    def weights_of(self, name: str) -> int:
+        w = self.weights
+        return {"text_encoder": w.text_encoder, "transformer": w.transformer, "vae": w.vae}[name]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

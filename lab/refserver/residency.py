@@ -39,6 +39,8 @@ class _Weights:
 
 
 class Residency:
+    """Built after the module's weights are materialized: it keeps their CPU home copies."""
+
     def __init__(
         self,
         name: str,
@@ -54,10 +56,8 @@ class Residency:
         self.mode = mode
         self.device = device
         self.ledger = ledger
-        self.nbytes = sum(p.numel() for p in module.parameters()) * element_size
         if mode == "resident":
-            ledger.alloc(f"{name} weights", self.nbytes)
-            return
+            return  # charged once, when the weights were placed
         block_params = {id(p) for b in blocks or [] for p in b.parameters()}
         if mode == "component":
             self.rest = _Weights(list(module.parameters()), element_size)

@@ -261,6 +261,8 @@ class Attempt:
                 res.stopped_at = self.server.stop(STOP_GRACE_S)
                 res.fatal_line_at = self.server.fatal_at
                 res.log_tail = self.server.tail_lines()
+                if self.server.log_error:
+                    res.log_tail.append(f"[lab] {self.server.log_error}")
                 if (
                     res.exit_code is None
                     and self.server.proc.returncode is not None

@@ -40,6 +40,7 @@ class ServerProcess:
         self.fatal_event = threading.Event()
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.lines = 0
+        self.log_error: str | None = None
         self._echo = echo
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the reader
@@ -90,7 +91,11 @@ class ServerProcess:
         )
         parts = lines.split(b"\n")[:-1]
         self.lines += len(parts)
-        self._log.write(b"".join(stamp + p + b"\n" for p in parts))
+        if self.log_error is None:
+            try:
+                self._log.write(b"".join(stamp + p + b"\n" for p in parts))
+            except OSError as e:  # disk full: keep draining and watching, stop writing
+                self.log_error = f"log writing stopped: {e.strerror} ({self.log_path})"
         for p in parts[-TAIL_LINES:]:
             self.tail.append(p.decode("utf-8", "replace"))
         if self._echo:

@@ -17,24 +17,60 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def case(cid: str, steps: int = 2, size: int = 64, **over: Any) -> dict[str, Any]:
-    c = {"id": cid, "model": "ref://tiny", "task": "text-to-image", "prompt": f"{cid} prompt",
-         "width": size, "height": size, "num_inference_steps": steps, "num_gpus": 0,
-         "est_time_s": 10, "frameworks": {"reference": {"serve_args": "--warmup-mode off"}}}  # fmt: skip
+    c = {
+        "id": cid,
+        "model": "ref://tiny",
+        "task": "text-to-image",
+        "prompt": f"{cid} prompt",
+        "width": size,
+        "height": size,
+        "num_inference_steps": steps,
+        "num_gpus": 0,
+        "est_time_s": 10,
+        "frameworks": {"reference": {"serve_args": "--warmup-mode off"}},
+    }
     c.update(over)
     return c
 
 
 def write_suite(tmp: Path, cases: list[dict[str, Any]], **top: Any) -> Path:
     p = tmp / "suite.json"
-    p.write_text(json.dumps({"measurement_repeats": 2, "startup_timeout_s": 90,
-                             "request_timeout_s": 60, "cases": cases, **top}))  # fmt: skip
+    p.write_text(
+        json.dumps(
+            {
+                "measurement_repeats": 2,
+                "startup_timeout_s": 90,
+                "request_timeout_s": 60,
+                "cases": cases,
+                **top,
+            }
+        )
+    )
     return p
 
 
 def nightly(suite: Path, out: Path, runtime: str, *extra: str) -> tuple[int, dict, Path, str]:
-    r = subprocess.run([sys.executable, "-m", "lab.cli", "nightly", "--config", str(suite),
-                        "--runtime", runtime, "--out", str(out), "--gpus", "none", *extra],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.cli",
+            "nightly",
+            "--config",
+            str(suite),
+            "--runtime",
+            runtime,
+            "--out",
+            str(out),
+            "--gpus",
+            "none",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     run_dir = (out / "latest").resolve()
     results = json.loads((run_dir / "results.json").read_text())
     return r.returncode, results, run_dir, r.stderr
@@ -74,8 +110,9 @@ def test_docker_nightly_two_servers_on_port_30000_at_once(
         fr = c["attempts"][0]["frameworks"][0]
         assert fr["command"][fr["command"].index("--port") + 1] == "30000"
         assert c["image_id"] and c["image_id"].startswith("sha256:")
-        sandbox = json.loads((run_dir / "attempts" / f"{c['case_id']}__a1" / "sandbox.json")
-                             .read_text())  # fmt: skip
+        sandbox = json.loads(
+            (run_dir / "attempts" / f"{c['case_id']}__a1" / "sandbox.json").read_text()
+        )
         assert sandbox["network_mode"] == "none" and sandbox["cap_drop"] == ["ALL"]
     assert overlapped(cases["alpha"], cases["beta"]), "the two servers did not run side by side"
     label = f"nightly-lab.run-id={results['run_id']}"
@@ -100,10 +137,17 @@ def test_ladder_oom_then_degraded_on_low_vram_and_crash_not_retried(tmp_path: Pa
     cases = [
         # 0.25 GiB is too small for ref://small at 512² as configured, enough once offloaded
         case("needs_offload", size=512, model="ref://small", vram_gib=0.25),
-        case("crasher", frameworks={"reference": {"serve_args": "--warmup-mode off",
-                                                  "extra_env": {"REFSERVER_FAULT": "exit-startup:4"}}}),
+        case(
+            "crasher",
+            frameworks={
+                "reference": {
+                    "serve_args": "--warmup-mode off",
+                    "extra_env": {"REFSERVER_FAULT": "exit-startup:4"},
+                }
+            },
+        ),
         case("hopeless", size=256, vram_gib=0.0005),
-    ]  # fmt: skip
+    ]
     code, results, run_dir, err = nightly(write_suite(tmp_path, cases), tmp_path / "runs", "netns")
     got = by_id(results)
     assert code == 1, err  # crasher and hopeless failed
@@ -116,8 +160,11 @@ def test_ladder_oom_then_degraded_on_low_vram_and_crash_not_retried(tmp_path: Pa
     assert "OutOfMemoryError" in a1["reason"]
     assert deg["attempts"][1]["extra_args"]["reference"][:2] == ["--cfg-parallel-size", "2"]
     assert a1["extra_args"] == {"reference": ["--device-memory-gib", "0.25"]}
-    assert a2["extra_args"]["reference"][:3] == ["--dit-cpu-offload", "--text-encoder-cpu-offload",
-                                                 "--vae-cpu-offload"]  # fmt: skip
+    assert a2["extra_args"]["reference"][:3] == [
+        "--dit-cpu-offload",
+        "--text-encoder-cpu-offload",
+        "--vae-cpu-offload",
+    ]
     assert "--dit-cpu-offload" in a2["frameworks"][0]["command"]
     crash = got["crasher"]
     assert crash["outcome"] == "crashed" and len(crash["attempts"]) == 1
