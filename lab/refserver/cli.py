@@ -71,6 +71,8 @@ def _load(state: ServerState, ports: Ports) -> None:
     device = pick_device(config, 0)
     group = init_group(0, ports.master, device) if ranks == 2 and ports.master else None
     pipeline = Pipeline(config, 0, group)
+    if group is not None:
+        group.barrier()
     state.peaks_mib = [round(pipeline.lifetime_peak / MIB, 3)] * ranks
     state.pipeline = pipeline
     params = sum(pipeline.parameters.values()) / 1e6

@@ -47,6 +47,12 @@ class CfgGroup:
         dist.all_gather(both, mine)
         return both[0], both[1]
 
+    def barrier(self) -> None:
+        """Both ranks built: /health must not say ready while rank 1 is still building."""
+        import torch.distributed as dist
+
+        dist.barrier()
+
     def gather(self, values: list[float]) -> list[list[float]]:
         import torch.distributed as dist
 

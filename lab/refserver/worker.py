@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
         device = pick_device(config, 1)
         group = init_group(1, master_port, device)
         pipeline = Pipeline(config, 1, group)
+        group.barrier()
         log(f"rank 1 built on {device} in {pipeline.build_s:.2f} s")
         while True:
             job = read_job(sys.stdin.buffer)

@@ -87,7 +87,7 @@ def our_processes(run_dir: Path) -> list[str]:
             cmd = " ".join(p.info["cmdline"] or [])
         except psutil.Error:
             continue
-        if str(run_dir) in cmd or "lab.refserver" in cmd and str(run_dir.parent) in cmd:
+        if str(run_dir) in cmd or ("lab.refserver" in cmd and str(run_dir.parent) in cmd):
             found.append(cmd)
     return found
 
@@ -131,8 +131,8 @@ def test_sigkill_of_the_host_then_lab_clean_removes_the_leftovers(tmp_path: Path
     servers = [
         p
         for p in psutil.process_iter(["cmdline"])
-        if "lab.refserver" in " ".join(p.info["cmdline"] or [])
-        and p.environ().get("LAB_SANDBOX_TOKEN") is not None
+        if ("lab.refserver" in " ".join(p.info["cmdline"] or [])
+        and p.environ().get("LAB_SANDBOX_TOKEN") is not None)
         or False
     ]
     proc.kill()
