@@ -12,7 +12,8 @@ from lab.frameworks.sglang import sglang_style_ports
 class Reference(Framework):
     name = "reference"
     health_path = "/health"
-    low_vram_args = "--dit-cpu-offload --text-encoder-cpu-offload --vae-cpu-offload"
+    # Layer by layer: a DiT bigger than the emulated card still runs (sglang's layerwise offload).
+    low_vram_args = "--dit-layerwise-offload --text-encoder-cpu-offload --vae-cpu-offload"
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

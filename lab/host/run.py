@@ -3,6 +3,7 @@ sandbox, and keep results readable at every moment (results.json rewritten after
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import signal
@@ -277,7 +278,7 @@ class Nightly:
             config_dir=str(self.loaded.config_dir),
             test_image_path=test_image,
         )
-        env = sandbox_env(case, infos, gpus)
+        env = sandbox_env(case, infos, gpus, suite.pass_env)
         req = SandboxRequest(
             run_id=self.run_id,
             case_id=case.id,
@@ -463,7 +464,9 @@ def attempt_bound_s(spec: AttemptSpec) -> float:
     return per_fw * max(1, len(spec.frameworks)) + 60.0
 
 
-def sandbox_env(case: Case, infos: list[GpuInfo], gpus: list[int]) -> dict[str, str]:
+def sandbox_env(
+    case: Case, infos: list[GpuInfo], gpus: list[int], pass_env: list[str]
+) -> dict[str, str]:
     """What the sandbox's `lab case` gets: the GPUs, and the secrets the server needs.
 
     Secrets travel only in the sandbox's environment, never in a file the lab writes."""
@@ -482,7 +485,7 @@ def sandbox_env(case: Case, infos: list[GpuInfo], gpus: list[int]) -> dict[str, 
         for name in _ENV_REF.findall(v)
     }
     for k, v in os.environ.items():
-        if k in wanted or is_secret_name(k):
+        if k in wanted or is_secret_name(k) or any(fnmatch.fnmatchcase(k, p) for p in pass_env):
             env[k] = v
     return env
 

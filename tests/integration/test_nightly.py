@@ -161,11 +161,11 @@ def test_ladder_oom_then_degraded_on_low_vram_and_crash_not_retried(tmp_path: Pa
     assert deg["attempts"][1]["extra_args"]["reference"][:2] == ["--cfg-parallel-size", "2"]
     assert a1["extra_args"] == {"reference": ["--device-memory-gib", "0.25"]}
     assert a2["extra_args"]["reference"][:3] == [
-        "--dit-cpu-offload",
+        "--dit-layerwise-offload",
         "--text-encoder-cpu-offload",
         "--vae-cpu-offload",
     ]
-    assert "--dit-cpu-offload" in a2["frameworks"][0]["command"]
+    assert "--dit-layerwise-offload" in a2["frameworks"][0]["command"]
     crash = got["crasher"]
     assert crash["outcome"] == "crashed" and len(crash["attempts"]) == 1
     hope = got["hopeless"]

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU proof, on the device tool's machines (no network there): install the carried wheels,
+# start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
+#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2
+# Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
+# .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl 2>&1 | tail -n 2
+if ! docker info >/dev/null 2>&1; then
+  mkdir -p /tmp/d && tar -C /tmp/d -xJf .device/docker-bundle.tar.xz
+  export PATH=/tmp/d/bin:$PATH
+  (LD_LIBRARY_PATH=/tmp/d/lib setsid dockerd --iptables=false --ip-masq=false --bridge=none \
+      >/tmp/dockerd.log 2>&1 &)
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+export PATH=/tmp/d/bin:$PATH
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv >"$OUT/nvidia-smi-$1.csv"
+lab() { python3 -m lab.cli "$@"; }
+pack() { tar czf "$OUT/$1.tgz" --exclude='artifacts' --exclude='*.png' -C "$OUT" "$2"; rm -rf "${OUT:?}/$2"; }
+case "$1" in
+  h100-docker)
+    lab nightly --config configs/gpu.json --case gpu_medium_t2i_1024 \
+      --case gpu_xl_t2v_fits80_not24 --case gpu_xl_fp32_t2i_pr24559 --runtime docker \
+      --out "$OUT/h100-docker" 2>&1 | tail -n 40
+    lab repro pr24559 --config configs/gpu.json --vram-gib 32 --runtime docker \
+      --out "$OUT/h100-docker" 2>&1 | tail -n 20
+    pack h100-docker h100-docker ;;
+  h100-netns)
+    lab nightly --config configs/gpu.json --case gpu_medium_t2i_1024 \
+      --case gpu_xl_t2v_fits80_not24 --runtime netns --out "$OUT/h100-netns" 2>&1 | tail -n 30
+    pack h100-netns h100-netns
+    timeout 300 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" medium large xl \
+      2>&1 | tail -n 12 ;;
+  h200x2)
+    lab nightly --config configs/gpu.json --case gpu_large_t2v_cfg_parallel \
+      --case gpu_medium_side_a --case gpu_medium_side_b --runtime docker \
+      --out "$OUT/h200x2-docker" 2>&1 | tail -n 40
+    pack h200x2-docker h200x2-docker
+    timeout 240 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h200x2.json" large \
+      2>&1 | tail -n 8 ;;
+esac
