@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the set-up scripts; sourced, not run. Callers cd to the repository root first.
 
 say() { printf '[setup] %s\n' "$*"; }

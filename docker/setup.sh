@@ -50,7 +50,9 @@ make_venv() {
   rm -rf .venv
   if ! "$PYTHON" -m venv .venv 2>/dev/null; then
     # Debian/Ubuntu split venv off into python3-venv.
-    is_root && have apt-get || die "$PYTHON -m venv failed: install python3-venv (apt-get) and retry"
+    if ! is_root || ! have apt-get; then
+      die "$PYTHON -m venv failed: install python3-venv (apt-get) and retry"
+    fi
     say "venv: installing python3-venv with apt-get"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
     rm -rf .venv
