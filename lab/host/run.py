@@ -16,7 +16,15 @@ from pathlib import Path
 
 from lab import __version__
 from lab.config import Case, LoadedSuite
-from lab.contract import AttemptResult, AttemptSpec, FrameworkResult, Outcome, Phase, load_result
+from lab.contract import (
+    EXIT_BAD_SPEC,
+    AttemptResult,
+    AttemptSpec,
+    FrameworkResult,
+    Outcome,
+    Phase,
+    load_result,
+)
 from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo
@@ -413,7 +421,15 @@ class Nightly:
             return self._host_result(
                 plan, rung, attempt, started, Outcome.timeout, why, gpus, sx.log_tail
             )
+        last = next((ln for ln in reversed(sx.log_tail) if ln.strip()), "")
         why = sx.reason or f"the sandbox exited with code {sx.exit_code} and wrote no result"
+        if sx.exit_code == EXIT_BAD_SPEC:
+            why = (
+                "lab case in the sandbox rejected the attempt spec: is the image older than this "
+                f"lab? (`make images`) — {last}"
+            )
+        elif last:
+            why = f"{why}: {last}"
         return self._host_result(
             plan, rung, attempt, started, Outcome.infra_error, why, gpus, sx.log_tail
         )
