@@ -211,14 +211,23 @@ build_reference() {
   say "$REFERENCE: built in $(elapsed "$t0")"
 }
 
-# Whether lmsysorg/sglang:TAG can be had: here already, forced, or the registry answers.
+# Whether lmsysorg/sglang:TAG can be had: here already, forced, or the registry answers. A failed
+# probe is remembered for an hour, so that a registry that drops packets does not slow every run.
 sglang_reachable() {
   image_exists "$SGLANG_FROM" && return 0
   [[ ${SGLANG_IMAGE:-} == 1 ]] && return 0
-  local err
-  if err=$(timeout 20 docker manifest inspect "$SGLANG_FROM" 2>&1 >/dev/null); then
+  local err stamp=build/registry-unreachable
+  if [[ -f $stamp && -n $(find "$stamp" -mmin -60) ]]; then
+    say "$SGLANG: skipped: no registry answered within the last hour ($(<"$stamp"))"
+    say "  (SGLANG_IMAGE=1 forces the build; rm $stamp asks the registry again)"
+    return 1
+  fi
+  if err=$(timeout 10 docker manifest inspect "$SGLANG_FROM" 2>&1 >/dev/null); then
+    rm -f "$stamp"
     return 0
   fi
+  mkdir -p build
+  echo "${err%%$'\n'*}" >"$stamp"
   say "$SGLANG: skipped: $SGLANG_FROM is not here and no registry answers (${err%%$'\n'*})"
   say "  (SGLANG_IMAGE=1 forces the build, e.g. with a registry mirror set up in the engine)"
   return 1

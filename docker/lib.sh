@@ -15,7 +15,7 @@ engine_up() { timeout 20 docker info >/dev/null 2>&1; }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
-lab_version() { sed -n 's/^__version__ = "\(.*\)"$/\1/p' lab/__init__.py; }
+lab_version() { sed -n "s/^__version__ *= *[\"']\([^\"']*\)[\"'].*/\1/p" lab/__init__.py; }
 
 # Seconds since the epoch with a fraction, for the timings we print.
 now() { date +%s.%N; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU proof, on the device tool's machines (no network there): install the carried wheels,
 # start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
-#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2
+#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all
 # Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
 # .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
 set -uo pipefail
@@ -34,6 +34,13 @@ case "$1" in
     pack h100-netns h100-netns
     timeout 300 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" medium large xl \
       2>&1 | tail -n 12 ;;
+  h200x2-all)  # everything in one command when device time is short
+    timeout 420 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_medium_side_a \
+      --case gpu_medium_side_b --case gpu_medium_t2i_1024 --case gpu_large_t2v_cfg_parallel \
+      --case gpu_xl_t2v_fits80_not24 --runtime docker --out "$OUT/h200x2-all" 2>&1 | tail -n 40
+    timeout 150 python3 -m lab.cli repro pr24559 --config configs/gpu.json --vram-gib 32 \
+      --runtime docker --out "$OUT/h200x2-all" 2>&1 | tail -n 20
+    pack h200x2-all h200x2-all ;;
   h200x2)
     lab nightly --config configs/gpu.json --case gpu_large_t2v_cfg_parallel \
       --case gpu_medium_side_a --case gpu_medium_side_b --runtime docker \
