@@ -364,6 +364,16 @@ class Nightly:
                 plan, rung, attempt, started, Outcome.infra_error, str(e), gpus
             )
         except Exception as e:  # the engine went away mid-attempt, and the like
+            if self.stopping.is_set():  # we removed the sandbox ourselves
+                return self._host_result(
+                    plan,
+                    rung,
+                    attempt,
+                    started,
+                    Outcome.interrupted,
+                    "the run was interrupted during this attempt",
+                    gpus,
+                )
             return self._host_result(
                 plan, rung, attempt, started, Outcome.infra_error, f"{type(e).__name__}: {e}", gpus
             )

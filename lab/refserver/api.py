@@ -46,7 +46,6 @@ class GenerationJob:
     fps: int = DEFAULT_FPS
     references: tuple[np.ndarray, ...] = ()  # RGB uint8, already at width x height
     perf_dump_path: str | None = None
-    warmup: bool = False
 
     @property
     def cfg(self) -> bool:

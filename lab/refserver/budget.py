@@ -22,7 +22,7 @@ GIB = 1 << 30
 # live tensors at the widest point of each stage, in units of (batch x tokens x width):
 TEXT_ACTIVATION_FACTOR = 8  # residual, norm, q, k, v, attention out, MLP 4x at its peak
 DIT_ACTIVATION_FACTOR = 16  # Flux block: residual, modulated norm, qkv, attention, MLP 4x + GELU
-VAE_ACTIVATION_FACTOR = 6  # full-resolution feature maps alive across a resnet + upsample
+VAE_ACTIVATION_FACTOR = 10  # full-resolution feature maps alive in a decoder resnet + upsample
 
 
 def format_size(nbytes: int) -> str:

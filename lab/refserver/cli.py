@@ -108,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     _startup_faults(config)
     try:
         ports = _ports(config)
-        held = [hold_port(config.host, p) for p in (ports.scheduler,) if p is not None]
-        if ports.master is not None and config.cfg_parallel_size == 1:
-            held.append(hold_port(config.host, ports.master))
         state = ServerState(config)
+        held = [p for p in (ports.scheduler,) if p is not None]
+        if ports.master is not None and config.cfg_parallel_size == 1:
+            held.append(ports.master)  # cfg-parallel's rendezvous binds it itself
+        state.held_sockets = [hold_port(config.host, p) for p in held]
         httpd = RefHTTPServer((config.host, ports.http), state)
     except (PortError, OSError) as e:
         log(f"error: {e}")
@@ -140,5 +141,4 @@ def main(argv: list[str] | None = None) -> int:
         threading.Event().wait()
     except KeyboardInterrupt:
         state.die(0)
-    del held
     return 0

@@ -22,7 +22,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 from lab.refserver import budget
 from lab.refserver.api import GenerationJob
 from lab.refserver.args import ServerConfig
-from lab.refserver.budget import GIB, MIB, DeviceLedger, Placement
+from lab.refserver.budget import GIB, MIB, DeviceLedger
 from lab.refserver.model import (
     VAE_SCALING,
     VAE_SHIFT,
@@ -109,19 +109,14 @@ class Pipeline:
                 torch.cuda.set_per_process_memory_fraction(min(1.0, capacity / total), self.device)
         # on a GPU the real allocator decides; the ledger only reports there
         self.ledger = DeviceLedger(rank, capacity, enforce=self.device.type == "cpu")
-        self.placement = Placement(
-            text_encoder_offload=config.text_encoder_offload,
-            dit_offload=config.dit_offload,
-            vae_offload=config.vae_offload,
-        )
         modules = build_on_meta(self.preset)
+        self.modules = modules
         self.parameters = parameter_counts(modules)
         self.weights = weight_bytes(modules, self.el)
-        self.modules = modules
-        offloaded = {
-            "text_encoder": config.text_encoder_offload,
-            "transformer": config.dit_offload != "resident",
-            "vae": config.vae_offload,
+        modes = {
+            "text_encoder": "component" if config.text_encoder_offload else "resident",
+            "transformer": config.dit_offload,
+            "vae": "component" if config.vae_offload else "resident",
         }
         cpu = torch.device("cpu")
         self.residency: dict[str, Residency] = {}
@@ -130,9 +125,7 @@ class Pipeline:
             ("transformer", modules.transformer),
             ("vae", modules.vae),
         ):
-            mode = "resident"
-            if offloaded[name]:
-                mode = config.dit_offload if name == "transformer" else "component"
+            mode = modes[name]
             if mode == "resident":
                 # charged before they are placed, as an allocator would fail before placing them
                 self.ledger.alloc(f"{name} weights", self.weights_of(name))
@@ -141,7 +134,7 @@ class Pipeline:
                     module,
                     name,
                     compute=self.device,
-                    home=cpu if offloaded[name] else self.device,
+                    home=self.device if mode == "resident" else cpu,
                     dtype=self.dtype,
                     pin=config.pin_cpu_memory and self.device.type == "cuda",
                 )

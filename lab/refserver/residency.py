@@ -58,13 +58,13 @@ class Residency:
         self.ledger = ledger
         if mode == "resident":
             return  # charged once, when the weights were placed
-        block_params = {id(p) for b in blocks or [] for p in b.parameters()}
         if mode == "component":
             self.rest = _Weights(list(module.parameters()), element_size)
             return
         if mode != "layerwise" or not blocks:
             raise ValueError(f"bad residency {mode!r} for {name}")
-        rest = [p for p in module.parameters() if id(p) not in block_params]
+        in_blocks = {id(p) for b in blocks for p in b.parameters()}
+        rest = [p for p in module.parameters() if id(p) not in in_blocks]
         self.rest = _Weights(rest, element_size)
         for index, block in enumerate(blocks):
             self._hook_block(index, block, _Weights(list(block.parameters()), element_size))

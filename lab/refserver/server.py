@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -65,6 +66,7 @@ class ServerState:
         self.pipeline: Any = None  # pipeline.Pipeline, set by cli once built
         self.second_rank: Any = None  # parallel.SecondRank with cfg-parallel 2
         self.threads = 0
+        self.held_sockets: list[socket.socket] = []  # scheduler/master ports, held for life
         self.peaks_mib: list[float] = []
         self.gen_lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -116,7 +118,6 @@ class ServerState:
             steps=self.config.warmup_steps,
             guidance_scale=api.DEFAULT_GUIDANCE,
             seed=api.DEFAULT_SEED,
-            warmup=True,
         )
 
     def generate(self, job: GenerationJob) -> Generation:
