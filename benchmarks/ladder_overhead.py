@@ -7,6 +7,7 @@ Run: .venv/bin/python benchmarks/ladder_overhead.py [RUNTIME ...]   (default: ne
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ def gaps(runtime: str, runs: int = 3) -> list[float]:
                            cwd=ROOT, capture_output=True, check=False)  # fmt: skip
             res = json.loads((Path(d) / "runs" / "latest" / "results.json").read_text())
             att = res["cases"][0]["attempts"]
-            out += [b["started_at"] - a["finished_at"] for a, b in zip(att, att[1:], strict=False)]
+            out += [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(att)]
     return out
 
 
@@ -43,7 +44,9 @@ def main() -> None:
         report[rt] = {"median_s": round(statistics.median(g), 3), "max_s": round(max(g), 3),
                       "gaps": len(g), "target_s": 2.0}  # fmt: skip
     print(json.dumps(report, indent=2))
-    (ROOT / "benchmarks" / "results" / "ladder_overhead.json").write_text(json.dumps(report, indent=2))
+    (ROOT / "benchmarks" / "results" / "ladder_overhead.json").write_text(
+        json.dumps(report, indent=2)
+    )
 
 
 if __name__ == "__main__":

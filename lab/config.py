@@ -169,7 +169,12 @@ class Suite(_Strict):
     regression: RegressionPolicy = Field(default_factory=RegressionPolicy)
     # host variables the sandbox inherits (fnmatch patterns): GPU-stack switches, not secrets
     pass_env: list[str] = Field(
-        default_factory=lambda: ["NCCL_*", "NVSHMEM_*", "TORCH_SYMM_MEM_*", "PYTORCH_CUDA_ALLOC_CONF"]
+        default_factory=lambda: [
+            "NCCL_*",
+            "NVSHMEM_*",
+            "TORCH_SYMM_MEM_*",
+            "PYTORCH_CUDA_ALLOC_CONF",
+        ]
     )
 
     @model_validator(mode="after")

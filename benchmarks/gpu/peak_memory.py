@@ -44,7 +44,10 @@ def measure(preset: str, mode: str, devices: list[str], port: int = 30000) -> di
                 if server.poll() is not None:
                     raise RuntimeError("server exited: " + " | ".join(server.tail_lines(5)))
                 try:
-                    if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    if (
+                        requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code
+                        == 200
+                    ):
                         break
                 except requests.RequestException:
                     pass
