@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +102,14 @@ SUITE = [case("alpha", steps=30, size=256), case("beta", steps=30, size=256)]
 
 @pytest.mark.slow
 def test_docker_nightly_two_servers_on_port_30000_at_once(
-    tmp_path: Path, reference_image: str, docker_client: Any
+    request: pytest.FixtureRequest, reference_image: str, docker_client: Any
 ) -> None:
-    code, results, run_dir, err = nightly(write_suite(tmp_path, SUITE), tmp_path / "runs", "docker")
+    # Not under pytest's /tmp folder (mode 0700, and /tmp is a tmpfs inside the sandbox): the
+    # sandbox user must reach the run folder, as it does under a checkout's runs/.
+    work = Path(tempfile.mkdtemp(prefix="docker-nightly-", dir=ROOT / "build"))
+    work.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    code, results, run_dir, err = nightly(write_suite(work, SUITE), work / "runs", "docker")
     cases = by_id(results)
     assert code == 0, err
     assert {c["outcome"] for c in cases.values()} == {"passed"}
