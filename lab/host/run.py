@@ -40,9 +40,13 @@ STOP_GRACE_S = 10.0
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 
+SGLANG_TAG = "v0.5.16"  # the lmsysorg/sglang release docker/build-images.sh builds on
+
+
 def default_image(framework: str) -> str:
+    """The image `make images` builds for a framework; tags carry the lab version."""
     if framework == "sglang":
-        return f"nightly-lab/sglang:{__version__}"
+        return f"nightly-lab/sglang:{SGLANG_TAG}-lab{__version__}"
     return f"nightly-lab/reference:{__version__}"
 
 
