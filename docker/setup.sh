@@ -91,8 +91,22 @@ setup_images() {
   return "$rc"
 }
 
+# Debian's Chromium, for the test that opens report.html in a real browser. Never fatal: without
+# it that one test skips and says why.
+setup_tools() {
+  have chromium && return 0
+  if is_root && have apt-get; then
+    say "tools: installing chromium (report.html is checked in a real headless browser)"
+    mkdir -p build
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >build/apt-chromium.log 2>&1 ||
+      warn "tools: chromium did not install (build/apt-chromium.log); the browser test will skip"
+  else
+    warn "tools: no chromium; the browser test will skip (apt-get install chromium)"
+  fi
+}
+
 steps=("$@")
-((${#steps[@]})) || steps=(venv engine images)
+((${#steps[@]})) || steps=(venv engine images tools)
 t_all=$(now)
 for step in "${steps[@]}"; do
   t0=$(now)
@@ -100,7 +114,8 @@ for step in "${steps[@]}"; do
     venv) setup_venv ;;
     engine) setup_engine || true ;;
     images) setup_images ;;
-    *) die "unknown step '$step' (usage: docker/setup.sh [venv] [engine] [images])" ;;
+    tools) setup_tools ;;
+    *) die "unknown step '$step' (usage: docker/setup.sh [venv] [engine] [images] [tools])" ;;
   esac
   say "$step: $(elapsed "$t0")"
 done
