@@ -48,12 +48,11 @@ from lab.host.runtimes.local import (
     host_alive,
     host_identity,
     host_lab_case_command,
-    is_secret_name,
     lab_source_dir,
-    redact_env,
     sandbox_name,
     with_pythonpath,
 )
+from lab.redact import is_secret_name, redact_env
 
 LABEL_OWNER = f"{LABEL_PREFIX}.owner-uid"
 LABEL_HOST = f"{LABEL_PREFIX}.host"  # hostname:pid:create_time of the lab process

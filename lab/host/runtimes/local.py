@@ -27,11 +27,11 @@ import psutil
 import lab
 from lab.files import read_json, write_json_atomic
 from lab.host.runtimes.base import SandboxExit, SandboxInfraError, SandboxRequest
+from lab.redact import is_secret_name, redact_env
 
 SANDBOX_TOKEN_ENV = "NIGHTLY_LAB_SANDBOX"  # inherited by every process of one sandbox
 HOST_GPUS_ENV = "NIGHTLY_LAB_HOST_GPUS"  # host indices of the sandbox's GPUs, for reports
 LOG_TAIL_LINES = 50
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
 def sandbox_name(run_id: str, case_id: str, attempt: int) -> str:
@@ -50,14 +50,6 @@ def lab_source_dir() -> Path:
 def host_lab_case_command(spec_path: Path) -> list[str]:
     """`lab case SPEC` with the host's own interpreter (netns, local, docker's `host` image)."""
     return [sys.executable, "-m", "lab.cli", "case", str(spec_path)]
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
-
-
-def redact_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if is_secret_name(k) else v) for k, v in env.items()}
 
 
 def with_pythonpath(env: dict[str, str], first: Path) -> dict[str, str]:
