@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from lab.config import Case, LoadedSuite, load_suite
@@ -196,7 +197,7 @@ def run_suite(
     fail_on_degraded: bool = False,
     dry_run: bool = False,
 ) -> int:
-    from lab.host.progress import Progress
+    from lab.host.progress import LogFollower, Progress
     from lab.host.run import CasePlan, Nightly, RunOptions, install_signal_handlers, plan_cases
     from lab.host.runtimes.base import LABEL_RUN  # noqa: F401 - labels documented there
     from lab.results.store import RunDir, new_run_id
@@ -226,8 +227,17 @@ def run_suite(
         f"lab: run {run_dir.run_id} → {run_dir.path} ({runtime.name} runtime, {len(gpus)} GPU(s))",
         file=sys.stderr,
     )
+    follow = LogFollower(run_dir.path / "logs", progress.console) if args.verbose else nullcontext()
+    if getattr(args, "target", None):  # repro: the sandbox by hand, before it runs
+        p0 = plans[0]
+        if not p0.skip_reason:
+            rung = p0.ladder.rungs[0]
+            _, req = nightly.build_request(p0, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
+            print(
+                f"lab repro: the sandbox, by hand:\n  {runtime.repro_command(req)}", file=sys.stderr
+            )
     try:
-        with progress:
+        with progress, follow:
             results = nightly.run()
     except OSError as e:  # the output folder filled up or went away mid-run
         nightly.interrupt()

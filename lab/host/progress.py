@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
@@ -27,7 +28,7 @@ def outcome_style(outcome: str) -> str:
 
 class Progress:
     def __init__(self, live: bool | None = None) -> None:
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.live_mode = sys.stderr.isatty() if live is None else live
         self._rows: dict[str, dict[str, str]] = {}
         self._started: dict[str, float] = {}
@@ -103,3 +104,41 @@ class Progress:
                 row["elapsed"] = f"{time.time() - self._started[r.case_id]:.0f}s"
         detail = f" — {r.reason}" if r.reason and o != "passed" else ""
         self._print(f"[{outcome_style(o)}]{o}[/] {r.case_id}{detail}")
+
+
+class LogFollower:
+    """`-v`: stream every server log of a run to the terminal, each line prefixed with its case."""
+
+    def __init__(self, log_dir: Path, console: Console, interval_s: float = 0.2) -> None:
+        self.log_dir, self.console, self.interval_s = log_dir, console, interval_s
+        self._offsets: dict[Path, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-follower", daemon=True)
+
+    def __enter__(self) -> LogFollower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.poll()  # the last lines
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def poll(self) -> None:
+        for path in sorted(self.log_dir.glob("*.log")):
+            start = self._offsets.get(path, 0)
+            try:
+                with path.open("rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1
+            self._offsets[path] = start + cut
+            prefix = path.stem.split("__")[0]
+            for line in data[:cut].decode("utf-8", "replace").splitlines():
+                self.console.print(f"[dim]{prefix}[/] {line}", markup=True, highlight=False)
