@@ -313,14 +313,7 @@ class Nightly:
         key = f"{case.id}#a{attempt}"
         started = time.time()
         if self.stopping.is_set():
-            return self._host_result(
-                plan,
-                rung,
-                attempt,
-                started,
-                Outcome.interrupted,
-                "the run was interrupted before this attempt",
-            )
+            return self._interrupted(plan, rung, attempt, started, "before")
         try:
             if self._exclusive:
                 self._local_lock.acquire()
@@ -328,14 +321,7 @@ class Nightly:
         except Cancelled:
             if self._exclusive:
                 self._local_lock.release()
-            return self._host_result(
-                plan,
-                rung,
-                attempt,
-                started,
-                Outcome.interrupted,
-                "the run was interrupted before this attempt",
-            )
+            return self._interrupted(plan, rung, attempt, started, "before")
         sandbox = None
         try:
             spec, req = self.build_request(plan, rung, attempt, gpus)
@@ -369,15 +355,7 @@ class Nightly:
             )
         except Exception as e:  # the engine went away mid-attempt, and the like
             if self.stopping.is_set():  # we removed the sandbox ourselves
-                return self._host_result(
-                    plan,
-                    rung,
-                    attempt,
-                    started,
-                    Outcome.interrupted,
-                    "the run was interrupted during this attempt",
-                    gpus,
-                )
+                return self._interrupted(plan, rung, attempt, started, "during", gpus)
             return self._host_result(
                 plan, rung, attempt, started, Outcome.infra_error, f"{type(e).__name__}: {e}", gpus
             )
@@ -421,15 +399,7 @@ class Nightly:
                 result.outcome = Outcome.interrupted
             return result
         if self.stopping.is_set():
-            return self._host_result(
-                plan,
-                rung,
-                attempt,
-                started,
-                Outcome.interrupted,
-                "the run was interrupted during this attempt",
-                gpus,
-            )
+            return self._interrupted(plan, rung, attempt, started, "during", gpus)
         if sx.exit_code is None:
             why = sx.reason or f"the sandbox did not finish within {attempt_bound_s(spec):.0f} s"
             return self._host_result(
@@ -447,6 +417,19 @@ class Nightly:
         return self._host_result(
             plan, rung, attempt, started, Outcome.infra_error, why, gpus, sx.log_tail
         )
+
+    def _interrupted(
+        self,
+        plan: CasePlan,
+        rung: PlannedRung,
+        attempt: int,
+        started: float,
+        when: str,
+        gpus: list[int] | None = None,
+    ) -> AttemptResult:
+        """The attempt the host ends because the run is stopping ("before" / "during" it)."""
+        reason = f"the run was interrupted {when} this attempt"
+        return self._host_result(plan, rung, attempt, started, Outcome.interrupted, reason, gpus)
 
     def _host_result(
         self,
