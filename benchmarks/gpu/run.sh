@@ -21,19 +21,22 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv >"$OU
 lab() { python3 -m lab.cli "$@"; }
 pack() { tar czf "$OUT/$1.tgz" --exclude='artifacts' --exclude='*.png' -C "$OUT" "$2"; rm -rf "${OUT:?}/$2"; }
 case "$1" in
-  h100-docker)
-    lab nightly --config configs/gpu.json --case gpu_medium_t2i_1024 \
+  h100-docker)  # selftest (5 latencies), fits-80-not-24 ladder, PR #24559 both ways
+    timeout 120 python3 -m lab.cli selftest --config configs/gpu.json --runtime docker \
+      --out "$OUT/h100-docker" 2>&1 | tail -n 12
+    timeout 240 python3 -m lab.cli nightly --config configs/gpu.json \
       --case gpu_xl_t2v_fits80_not24 --case gpu_xl_fp32_t2i_pr24559 --runtime docker \
-      --out "$OUT/h100-docker" 2>&1 | tail -n 40
-    lab repro pr24559 --config configs/gpu.json --vram-gib 32 --runtime docker \
-      --out "$OUT/h100-docker" 2>&1 | tail -n 20
+      --out "$OUT/h100-docker" 2>&1 | tail -n 30
+    timeout 90 python3 -m lab.cli repro pr24559 --config configs/gpu.json --vram-gib 32 \
+      --runtime docker --out "$OUT/h100-docker" 2>&1 | tail -n 20
+    docker ps -a --format '{{.Names}} {{.Status}}' >"$OUT/h100-docker-leftovers.txt"
     pack h100-docker h100-docker ;;
-  h100-netns)
-    lab nightly --config configs/gpu.json --case gpu_medium_t2i_1024 \
+  h100-netns)  # the core again with netns, then the NVML table by preset and mode
+    timeout 200 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_medium_t2i_1024 \
       --case gpu_xl_t2v_fits80_not24 --runtime netns --out "$OUT/h100-netns" 2>&1 | tail -n 30
     pack h100-netns h100-netns
-    timeout 300 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" medium large xl \
-      2>&1 | tail -n 12 ;;
+    timeout 330 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" small medium \
+      large xl 2>&1 | tail -n 16 ;;
   h200x2-all)  # everything in one command when device time is short
     timeout 420 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_medium_side_a \
       --case gpu_medium_side_b --case gpu_medium_t2i_1024 --case gpu_large_t2v_cfg_parallel \

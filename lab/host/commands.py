@@ -78,7 +78,8 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_clean)
 
-    s = sub.add_parser("selftest", help="the reference suite's quick cases: is this node sane?")
+    s = sub.add_parser("selftest", help="a suite's quick cases (suite: selftest): is this node sane?")
+    s.add_argument("--config", default=REFERENCE_CONFIG)
     s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
     s.add_argument("--gpus", default=None)
     s.add_argument("--out", default="runs")
@@ -515,7 +516,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    loaded = load_suite(REFERENCE_CONFIG)
+    loaded = load_suite(args.config)
     quick = [c for c in loaded.suite.cases if (c.suite or "") == "selftest"] or loaded.suite.cases[
         :1
     ]
