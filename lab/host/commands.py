@@ -78,12 +78,18 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_clean)
 
-    s = sub.add_parser("selftest", help="a suite's quick cases (suite: selftest): is this node sane?")
+    s = sub.add_parser(
+        "selftest", help="a suite's quick cases (suite: selftest): is this node sane?"
+    )
     s.add_argument("--config", default=REFERENCE_CONFIG)
     s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
     s.add_argument("--gpus", default=None)
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_selftest)
+
+    from lab.host.render_k8s import add_render_commands  # kubernetes itself is imported on use
+
+    add_render_commands(sub)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
