@@ -149,6 +149,23 @@ class RegressionPolicy(_Strict):
     window: int = Field(5, ge=1)
 
 
+class SlurmSettings(_Strict):
+    """`--runtime slurm`: each case attempt is one Slurm job (lab/host/runtimes/slurm.py)."""
+
+    partition: str | None = None  # sbatch --partition; None: the cluster's default
+    # The folder the nodes share: run directories (--out) must lie under it, as the nodes read
+    # each attempt's spec there and write its result there. None: --out is trusted to be shared.
+    shared_dir: str | None = None
+    sandbox: Literal["docker", "netns"] = "docker"  # what each job runs `lab case` in, on its node
+    sbatch_args: list[str] = Field(default_factory=list)  # last on sbatch's line: they win
+    max_jobs: int = Field(8, ge=1)  # attempts submitted (pending or running) at once
+    python: str | None = None  # the nodes' interpreter that imports the lab; None: the host's
+    gpu_option: Literal["gres", "gpus"] = "gres"  # --gres=gpu[:type]:N or --gpus=[type:]N
+    gpu_type: str | None = None  # e.g. "h100" where the cluster names its GPU types
+    poll_s: float = Field(2.0, gt=0)  # how often the host asks squeue about its jobs
+    pending_timeout_s: float | None = Field(None, gt=0)  # None: wait as long as Slurm queues
+
+
 class Suite(_Strict):
     measurement_repeats: int = Field(3, ge=1)
     test_image_url: str | None = None
@@ -167,6 +184,7 @@ class Suite(_Strict):
     shm_size: str = "2g"
     ipc_mode: str | None = None
     regression: RegressionPolicy = Field(default_factory=RegressionPolicy)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)  # only for --runtime slurm
     # host variables the sandbox inherits (fnmatch patterns): GPU-stack switches, not secrets
     pass_env: list[str] = Field(
         default_factory=lambda: [

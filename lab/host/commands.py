@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lab.config import Case, LoadedSuite, load_suite
 from lab.errors import LabError
+from lab.host.runtimes.registry import RUNTIME_NAMES
 
 DEFAULT_CONFIG = "configs/nightly.json"
 REFERENCE_CONFIG = "configs/reference.json"
@@ -51,7 +52,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--dry-run", action="store_true")
             s.add_argument("--fail-on-degraded", action="store_true")
         s.add_argument("--config", default=None)
-        s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
+        s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
         s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
         s.add_argument("--out", default="runs", help="root of run directories")
         s.add_argument("-v", "--verbose", action="store_true")
@@ -61,7 +62,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("manifest")
     s.add_argument("--case", action="append", dest="cases", metavar="ID")
     s.add_argument("--out", default="runs")
-    s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
+    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
     s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("report", help="regenerate summary.md, junit.xml, report.html of a run")
@@ -82,7 +83,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
         "selftest", help="a suite's quick cases (suite: selftest): is this node sane?"
     )
     s.add_argument("--config", default=REFERENCE_CONFIG)
-    s.add_argument("--runtime", choices=["docker", "netns", "local"], default=None)
+    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
     s.add_argument("--gpus", default=None)
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_selftest)
@@ -132,10 +133,10 @@ def resolve_gpus(arg: str | None):
     return [by_index[i] for i in wanted]
 
 
-def _runtime(name: str | None):
+def _runtime(name: str | None, loaded: LoadedSuite | None = None):
     from lab.host.runtimes.registry import default_runtime_name, get_runtime
 
-    rt = get_runtime(name or default_runtime_name())
+    rt = get_runtime(name or default_runtime_name(), loaded.suite if loaded else None)
     if name is None and rt.name != "docker":
         print(
             f"lab: no Docker engine answers; using the {rt.name} runtime "
@@ -206,15 +207,19 @@ def run_suite(
 ) -> int:
     from lab.host.progress import LogFollower, Progress
     from lab.host.run import CasePlan, Nightly, RunOptions, install_signal_handlers, plan_cases
-    from lab.host.runtimes.base import LABEL_RUN  # noqa: F401 - labels documented there
+    from lab.host.runtimes.base import LABEL_RUN, places_work  # noqa: F401 - labels there
     from lab.results.store import RunDir, new_run_id
 
-    gpus = resolve_gpus(getattr(args, "gpus", None))
-    plans: list[CasePlan] = plan_cases(loaded, cases, gpus, vram_gib)
-    runtime = _runtime(args.runtime)
+    runtime = _runtime(args.runtime, loaded)
+    lab_places = places_work(runtime)
+    # Slurm places attempts on its nodes' GPUs: this host's GPUs take no part.
+    gpus = resolve_gpus(getattr(args, "gpus", None)) if lab_places else []
+    plans: list[CasePlan] = plan_cases(loaded, cases, gpus, vram_gib, lab_places)
     if dry_run:
         return _dry_run(loaded, plans, runtime, gpus)
     root = _out_root(args.out)
+    if hasattr(runtime, "check_out_root"):  # Slurm: the nodes must see the run directory
+        runtime.check_out_root(root)
     _clean_leftovers(runtime, root)
     _check_images(runtime, plans)
     run_dir = RunDir.create(root, new_run_id())
@@ -508,7 +513,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from lab.host.runtimes.registry import get_runtime
 
     removed: list[str] = []
-    for name in ("docker", "netns", "local"):
+    for name in RUNTIME_NAMES:
         rt = get_runtime(name)
         try:
             rt.check()

@@ -30,13 +30,14 @@ from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo
 from lab.host.ladder import LadderPlan, PlannedRung, case_outcome, climb, plan_ladder
 from lab.host.progress import Progress
-from lab.host.runtimes.base import Runtime, SandboxExit, SandboxRequest
+from lab.host.runtimes.base import Runtime, SandboxExit, SandboxRequest, places_work
 from lab.host.scheduler import Cancelled, ResourcePool
 from lab.host.vram import plan_vram
 from lab.redact import is_secret_name
 from lab.results.model import CaseResult, RunResults
 
 STOP_GRACE_S = 10.0
+UNBOUNDED = 1 << 30  # GPUs "here" when the runtime places work: the cluster decides what fits
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 
@@ -70,9 +71,15 @@ class RunOptions:
 
 
 def plan_cases(
-    loaded: LoadedSuite, cases: list[Case], gpus: list[GpuInfo], vram_override: float | None
+    loaded: LoadedSuite,
+    cases: list[Case],
+    gpus: list[GpuInfo],
+    vram_override: float | None,
+    lab_places: bool = True,
 ) -> list[CasePlan]:
-    """What will run, and what is skipped with which reason, without starting anything."""
+    """What will run, and what is skipped with which reason, without starting anything.
+
+    lab_places=False (Slurm places the jobs): this machine's GPU count limits nothing."""
     plans = []
     for case in cases:
         fws = case.runnable_frameworks if case.kind != "test" else []
@@ -86,11 +93,11 @@ def plan_cases(
             plan.notes.append(f"framework(s) {', '.join(unsupported)} not supported by the lab")
         if case.kind != "test" and not fws:
             plan.skip_reason = f"no framework the lab can run ({', '.join(unsupported)})"
-        elif case.num_gpus > len(gpus):
+        elif lab_places and case.num_gpus > len(gpus):
             have = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s")
             plan.skip_reason = f"needs {case.num_gpus} GPUs, this machine has {have}"
         else:
-            plan.ladder = plan_ladder(loaded, case, fws, len(gpus))
+            plan.ladder = plan_ladder(loaded, case, fws, len(gpus) if lab_places else UNBOUNDED)
             plan.notes.extend(f"ladder rung skipped: {s}" for s in plan.ladder.skipped)
         plans.append(plan)
     return plans
@@ -112,9 +119,14 @@ class Nightly:
         self.run_dir, self.run_id, self.opts, self.progress = run_dir, run_id, opts, progress
         # `local` has no network isolation: servers share the host's ports, so one at a time.
         self._exclusive = runtime.name == "local"
-        self.pool = ResourcePool(
-            [g.index for g in gpus], 1 if self._exclusive else loaded.suite.cpu_concurrency
-        )
+        # Slurm places attempts itself: no local GPU pool, only a bound on jobs in flight.
+        self._lab_places = places_work(runtime)
+        if self._lab_places:
+            self.pool = ResourcePool(
+                [g.index for g in gpus], 1 if self._exclusive else loaded.suite.cpu_concurrency
+            )
+        else:
+            self.pool = ResourcePool([], loaded.suite.slurm.max_jobs)
         self._local_lock = threading.Lock()
         self.stopping = threading.Event()
         self._running: dict[str, object] = {}  # key -> Sandbox
@@ -259,7 +271,10 @@ class Nightly:
         case = plan.case
         suite = self.loaded.suite
         infos = [g for g in self.gpus if g.index in gpus]
-        ballast, vram_args = plan_vram(case.id, plan.vram_gib, infos, plan.frameworks)
+        if self._lab_places or rung.num_gpus == 0:
+            ballast, vram_args = plan_vram(case.id, plan.vram_gib, infos, plan.frameworks)
+        else:  # the node fills these in from the GPUs Slurm grants (runtimes/slurm_job.py)
+            ballast, vram_args = None, {}
         extra = {
             fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, []) for fw in plan.frameworks
         }
@@ -274,7 +289,7 @@ class Nightly:
             attempt=attempt,
             rung=rung.name,
             extra_args={k: v for k, v in extra.items() if v},
-            num_gpus=len(gpus),
+            num_gpus=len(gpus) if self._lab_places else rung.num_gpus,
             gpus=gpus,
             gpu_uuids=[g.uuid for g in infos if g.uuid],
             vram_gib=plan.vram_gib,
@@ -305,6 +320,8 @@ class Nightly:
             shm_size=suite.shm_size,
             ipc_mode=suite.ipc_mode,
             memory_limit_mib=case.memory_limit_mib,
+            gpu_count=spec.num_gpus,
+            time_limit_s=attempt_bound_s(spec),
         )
         return spec, req
 
@@ -317,7 +334,7 @@ class Nightly:
         try:
             if self._exclusive:
                 self._local_lock.acquire()
-            gpus = self.pool.acquire(rung.num_gpus, case.est_time_s, key)
+            gpus = self.pool.acquire(rung.num_gpus if self._lab_places else 0, case.est_time_s, key)
         except Cancelled:
             if self._exclusive:
                 self._local_lock.release()
@@ -393,6 +410,13 @@ class Nightly:
             if result is None:
                 return self._host_result(plan, rung, attempt, started, Outcome.oom, reason, gpus)
             result.outcome, result.reason = Outcome.oom, reason
+            return result
+        if sx.outcome is not None and not self.stopping.is_set():  # the runtime's verdict
+            if result is None:
+                return self._host_result(
+                    plan, rung, attempt, started, sx.outcome, sx.reason, gpus, sx.log_tail
+                )
+            result.outcome, result.reason = sx.outcome, sx.reason
             return result
         if result is not None:
             if self.stopping.is_set() and result.outcome is not Outcome.passed:
@@ -483,14 +507,7 @@ def sandbox_env(
     """What the sandbox's `lab case` gets: the GPUs, and the secrets the server needs.
 
     Secrets travel only in the sandbox's environment, never in a file the lab writes."""
-    env: dict[str, str] = {}
-    uuids = [g.uuid for g in infos if g.uuid]
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = (
-            ",".join(uuids) if len(uuids) == len(gpus) else (",".join(map(str, gpus)))
-        )
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    env: dict[str, str] = {"CUDA_VISIBLE_DEVICES": visible_devices(infos, gpus)}
     wanted = {
         name
         for fw in case.frameworks.values()
@@ -501,6 +518,12 @@ def sandbox_env(
         if k in wanted or is_secret_name(k) or any(fnmatch.fnmatchcase(k, p) for p in pass_env):
             env[k] = v
     return env
+
+
+def visible_devices(infos: list[GpuInfo], gpus: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for these GPUs: UUIDs when NVML knows them all, else indices."""
+    uuids = [g.uuid for g in infos if g.uuid]
+    return ",".join(uuids) if gpus and len(uuids) == len(gpus) else ",".join(map(str, gpus))
 
 
 def install_signal_handlers(nightly: Nightly) -> dict[int, int]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from lab.contract import Outcome
+
 LABEL_PREFIX = "nightly-lab"
 LABEL_RUN = f"{LABEL_PREFIX}.run-id"
 LABEL_CASE = f"{LABEL_PREFIX}.case"
@@ -34,6 +36,10 @@ class SandboxRequest:
     command: list[str] | None = None
     # docker: read-only root filesystem with a tmpfs /tmp; off for images that write elsewhere.
     read_only_root: bool = True
+    # Runtimes that place work themselves (Slurm) ask for a count of GPUs, not indices (`gpus`
+    # is then empty), and bound the attempt by this time (`attempt_bound_s` of the spec).
+    gpu_count: int = 0
+    time_limit_s: float | None = None
 
 
 @dataclass
@@ -42,6 +48,9 @@ class SandboxExit:
     oom_killed: bool = False  # the kernel killed it for host memory (docker's State.OOMKilled)
     reason: str = ""  # runtime's own words when something went wrong (infra)
     log_tail: list[str] = field(default_factory=list)  # the sandbox's own stdout/stderr
+    # The runtime's own verdict, which wins over the result file: Slurm ended the job (TIMEOUT
+    # is `timeout`, NODE_FAIL or a cancel by someone else `infra_error`), `reason` says why.
+    outcome: Outcome | None = None
 
 
 class SandboxInfraError(Exception):
@@ -69,6 +78,9 @@ class Sandbox(Protocol):
 
 
 class Runtime(Protocol):
+    """A way to run sandboxes. An optional class attribute `places_work` (default True: the lab
+    packs attempts onto this machine's GPUs) is False where the runtime places them (Slurm)."""
+
     name: str
 
     def check(self) -> None:
@@ -86,3 +98,8 @@ class Runtime(Protocol):
     def cleanup(self, run_id: str | None = None) -> list[str]:
         """Remove what lab runs left behind (all runs, or one); return what was removed."""
         ...
+
+
+def places_work(runtime: object) -> bool:
+    """Does the lab place attempts on this machine's GPUs (True), or the runtime (Slurm)?"""
+    return bool(getattr(runtime, "places_work", True))

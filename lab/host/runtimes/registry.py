@@ -1,18 +1,19 @@
-"""Runtimes by name: docker (default where an engine answers), netns, local."""
+"""Runtimes by name: docker (default where an engine answers), netns, local, slurm."""
 
 from __future__ import annotations
 
 import os
 
+from lab.config import Suite
 from lab.errors import RuntimeUnavailable
 from lab.host.runtimes.base import Runtime
 
-RUNTIME_NAMES = ("docker", "netns", "local")
+RUNTIME_NAMES = ("docker", "netns", "local", "slurm")
 
 
-def get_runtime(name: str | None = None) -> Runtime:
+def get_runtime(name: str | None = None, suite: Suite | None = None) -> Runtime:
     """The runtime called `name`; None or "auto" picks default_runtime_name(). Not yet checked:
-    call .check() before starting anything."""
+    call .check() before starting anything. `suite` carries runtime settings (its `slurm`)."""
     if name in (None, "", "auto"):
         name = default_runtime_name()
     if name == "docker":
@@ -27,6 +28,10 @@ def get_runtime(name: str | None = None) -> Runtime:
         from lab.host.runtimes.local import LocalRuntime
 
         return LocalRuntime()
+    if name == "slurm":
+        from lab.host.runtimes.slurm import SlurmRuntime
+
+        return SlurmRuntime(suite.slurm if suite is not None else None)
     raise RuntimeUnavailable(
         f"Unknown runtime {name!r}: choose one of {', '.join(RUNTIME_NAMES)} "
         "(RUNTIME=… or --runtime)."
