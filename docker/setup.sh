@@ -105,6 +105,28 @@ setup_tools() {
   fi
 }
 
+# Debian's Slurm and munge, for the tests that start a real single-node cluster of their own
+# (tests/integration/test_slurm.py runs and stops its daemons). Never fatal: without them those
+# tests skip and say why. The packages must leave no daemon running: for the install only, a
+# policy-rc.d that refuses every service start, unless the machine has its own already.
+setup_slurm() {
+  have slurmctld && have slurmd && have sbatch && have munged && return 0
+  if ! is_root || ! have apt-get; then
+    warn "tools: no Slurm; the slurm tests will skip (apt-get install slurmctld slurmd slurm-client munge)"
+    return 0
+  fi
+  say "tools: installing slurmctld, slurmd, slurm-client and munge (for the slurm tests)"
+  mkdir -p build
+  local policy=/usr/sbin/policy-rc.d ours=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && ours=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    slurmctld slurmd slurm-client munge >build/apt-slurm.log 2>&1 ||
+    warn "tools: Slurm did not install (build/apt-slurm.log); the slurm tests will skip"
+  if ((ours)); then rm -f "$policy"; fi
+}
+
 steps=("$@")
 ((${#steps[@]})) || steps=(venv engine images tools)
 t_all=$(now)
@@ -114,7 +136,7 @@ for step in "${steps[@]}"; do
     venv) setup_venv ;;
     engine) setup_engine || true ;;
     images) setup_images ;;
-    tools) setup_tools ;;
+    tools) setup_tools && setup_slurm ;;
     *) die "unknown step '$step' (usage: docker/setup.sh [venv] [engine] [images] [tools])" ;;
   esac
   say "$step: $(elapsed "$t0")"

@@ -64,23 +64,12 @@ SLURM_CMD_TIMEOUT_S = 60.0
 POLL_FAILURE_LIMIT_S = 300.0  # squeue failing this long: the attempt is an infra_error
 
 # Where a job still is. COMPLETING counts: its processes may still be on the node.
-ACTIVE_STATES = frozenset(
-    {
-        "PENDING",
-        "CONFIGURING",
-        "RUNNING",
-        "COMPLETING",
-        "SUSPENDED",
-        "STOPPED",
-        "SIGNALING",
-        "STAGE_OUT",
-        "RESIZING",
-        "REQUEUED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-        "RESV_DEL_HOLD",
-    }
-)
+# fmt: off
+ACTIVE_STATES = frozenset({
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
+    "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+})
+# fmt: on
 TIME_STATES = frozenset({"TIMEOUT", "DEADLINE"})
 # A normal end: the exit code and the result file decide.
 EXIT_REASONS = frozenset({"None", "NonZeroExitCode", ""})
@@ -449,7 +438,11 @@ class SlurmSandbox:
             self._exit = SandboxExit(
                 exit_code=None, reason=f"job {self.job.job_id} cancelled by the lab"
             )
-        self.runtime.cancel_names([self.name])
+        try:
+            self.runtime.cancel_names([self.name])
+        except SandboxInfraError as e:  # said, not raised: stop() also runs in interrupt threads
+            self._exit.reason += f"; {e.reason}"
+            return
         self._stopped.set()
         deadline = time.monotonic() + max(grace_s, 0.0) + CANCEL_WAIT_S
         while time.monotonic() < deadline:
@@ -627,8 +620,8 @@ class SlurmRuntime:
             )
         self._states, self._polled = states, set(ids)
         self._polled_at = time.monotonic()
-        # Ended jobs stop costing a query; their final state comes from final_state().
-        self._watched = {i for i in self._watched if i not in states or states[i].active}
+        # Ended (or forgotten) jobs stop costing a query; final_state() says how they ended.
+        self._watched = {i for i, job in states.items() if job.active}
 
     def final_state(self, job_id: str) -> JobState | None:
         """The ended job's exit code and reason: scontrol, else sacct where accounting exists."""
@@ -692,22 +685,27 @@ class SlurmRuntime:
             self.check()
         except RuntimeUnavailable:
             return []
-        doomed = [
-            (job_id, name)
-            for job_id, name, fields in self.lab_jobs()
-            if (
-                fields.get("run") == run_id
-                if run_id is not None
-                else not host_alive(fields.get("host"))
-            )
-        ]
+        try:
+            doomed = [
+                (job_id, name)
+                for job_id, name, fields in self.lab_jobs()
+                if (
+                    fields.get("run") == run_id
+                    if run_id is not None
+                    else not host_alive(fields.get("host"))
+                )
+            ]
+            if doomed:
+                self.cancel_names(sorted({name for _, name in doomed}))
+        except SandboxInfraError as e:
+            raise LabError(f"cannot clean up Slurm jobs: {e.reason}") from None
         if not doomed:
             return []
-        self.cancel_names(sorted({name for _, name in doomed}))
         deadline = time.monotonic() + CANCEL_WAIT_S
         ids = {job_id for job_id, _ in doomed}
         while time.monotonic() < deadline:  # gone from the nodes, not only asked to go
-            with self._lock:
+            left = sorted(ids)  # unless squeue says otherwise
+            with self._lock, contextlib.suppress(SandboxInfraError):
                 self._watched |= ids
                 self._poll()
                 left = [i for i in ids if i in self._states and self._states[i].active]
