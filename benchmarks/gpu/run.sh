@@ -31,11 +31,17 @@ case "$1" in
       --runtime docker --out "$OUT/h100-docker" 2>&1 | tail -n 20
     docker ps -a --format '{{.Names}} {{.Status}}' >"$OUT/h100-docker-leftovers.txt"
     pack h100-docker h100-docker ;;
-  h100-netns)  # the core again with netns, then the NVML table by preset and mode
-    timeout 200 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_medium_t2i_1024 \
-      --case gpu_xl_t2v_fits80_not24 --runtime netns --out "$OUT/h100-netns" 2>&1 | tail -n 30
-    pack h100-netns h100-netns
-    timeout 330 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" small medium \
+  h100-netns)  # selftest latencies (docker), the ladder again with netns, the NVML table
+    timeout 100 python3 -m lab.cli selftest --config configs/gpu.json --runtime docker \
+      --out "$OUT/h100-netns" 2>&1 | tail -n 8
+    timeout 180 python3 -m lab.cli nightly --config configs/gpu.json \
+      --case gpu_xl_t2v_fits80_not24 --runtime netns --out "$OUT/h100-netns" 2>&1 | tail -n 20
+    pack h100-netns h100-netns ;;
+  h100-latency)  # the spread of 5 latencies of a compute-bound case, then the NVML table
+    timeout 150 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_large_t2i_latency \
+      --runtime docker --out "$OUT/h100-latency" 2>&1 | tail -n 8
+    pack h100-latency h100-latency
+    PYTHONPATH=$PWD timeout 330 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" small medium \
       large xl 2>&1 | tail -n 16 ;;
   h200x2-all)  # everything in one command when device time is short
     timeout 420 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_medium_side_a \
@@ -49,6 +55,6 @@ case "$1" in
       --case gpu_medium_side_a --case gpu_medium_side_b --runtime docker \
       --out "$OUT/h200x2-docker" 2>&1 | tail -n 40
     pack h200x2-docker h200x2-docker
-    timeout 240 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h200x2.json" large \
+    PYTHONPATH=$PWD timeout 240 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h200x2.json" large \
       2>&1 | tail -n 8 ;;
 esac

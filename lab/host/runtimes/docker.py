@@ -20,6 +20,7 @@ import os
 import shlex
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,8 @@ class DockerSandbox:
         self.id: str = container.id or ""
         self._exit: SandboxExit | None = None
         self._removed = False
+        # The interrupt and the attempt's own `finally` may stop it at once: one does the work.
+        self._stop_lock = threading.Lock()
 
     def _state(self) -> dict[str, Any]:
         try:
@@ -289,6 +292,10 @@ class DockerSandbox:
 
     def stop(self, grace_s: float = 5.0) -> None:
         """TERM, KILL after the grace period, then remove the container (idempotent)."""
+        with self._stop_lock:
+            self._stop(grace_s)
+
+    def _stop(self, grace_s: float) -> None:
         if self._removed:
             return
         if self._exit is None:
