@@ -21,6 +21,12 @@ def _cmd_case(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ValidationError) as e:
         print(f"lab case: bad attempt spec {args.spec}: {e}", file=sys.stderr)
         return EXIT_BAD_SPEC
+    if args.shell:
+        from pathlib import Path
+
+        from lab.sandbox.shell import open_shell
+
+        return open_shell(spec, Path(args.spec).resolve())
     result = run_attempt(spec, echo=args.verbose)
     print(
         f"lab case: {spec.case.id} attempt {spec.attempt} ({spec.rung}): {result.outcome}"
@@ -42,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("case", help="sandbox side: run one attempt of one case from its spec")
     s.add_argument("spec")
     s.add_argument("-v", "--verbose", action="store_true", help="echo the server's log")
+    s.add_argument(
+        "--shell", action="store_true", help="an interactive shell with the server command ready"
+    )
     s.set_defaults(func=_cmd_case)
     commands.add_host_commands(sub)
     return p

@@ -18,6 +18,7 @@ def rows(results_json: Path) -> list[dict[str, object]]:
         for attempt in case["attempts"]:
             for fw in attempt["frameworks"]:
                 lat = fw.get("latency_samples_s") or []
+                cv = statistics.stdev(lat) / statistics.mean(lat) if len(lat) > 1 else None
                 tel = fw.get("telemetry") or {}
                 oom_to_stop = None
                 if fw.get("fatal_line_at") and fw.get("stopped_at"):
@@ -33,9 +34,7 @@ def rows(results_json: Path) -> list[dict[str, object]]:
                         "gpu_free_after_s": tel.get("gpu_free_after_s"),
                         "peak_gpu_mib": tel.get("peak_gpu_memory_mib"),
                         "latency_median_s": round(statistics.median(lat), 3) if lat else None,
-                        "latency_cv_pct": round(100 * statistics.stdev(lat) / statistics.mean(lat), 2)
-                        if len(lat) > 1
-                        else None,
+                        "latency_cv_pct": round(100 * cv, 2) if cv is not None else None,
                         "n": len(lat),
                     }
                 )

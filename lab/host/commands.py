@@ -45,7 +45,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
             s.add_argument(
                 "--shell",
                 action="store_true",
-                help="print the sandbox command with a shell instead of running it",
+                help="open a shell in the case's sandbox, with the server command ready",
             )
         else:
             s.add_argument("--case", action="append", dest="cases", metavar="ID")
@@ -84,6 +84,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--config", default=REFERENCE_CONFIG)
     s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
+    s.add_argument("-v", "--verbose", action="store_true")
     s.add_argument("--gpus", default=None)
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_selftest)
@@ -453,6 +454,12 @@ def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> i
     if plan.skip_reason:
         raise LabError(f"case {case.id} cannot run here: {plan.skip_reason}")
     runtime = _runtime(args.runtime)
+    if not hasattr(runtime, "attach"):
+        raise LabError(
+            f"`lab repro --shell` needs a sandbox on this machine; the {runtime.name} runtime "
+            "has none here. Use --runtime docker or --runtime netns."
+        )
+    _check_images(runtime, [plan])
     root = _out_root(args.out)
     from lab.results.store import RunDir, new_run_id
 
@@ -473,9 +480,13 @@ def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> i
     from lab.files import write_json_atomic
 
     write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
-    print("# the sandbox, exactly as the nightly starts it (spec written):")
-    print(runtime.repro_command(req) if hasattr(runtime, "repro_command") else "")
-    return 0
+    req.shell = True
+    print(
+        f"lab repro --shell: {case.id} ({rung.name}) in the sandbox the nightly uses; by hand:\n"
+        f"  {runtime.repro_command(req)}",
+        file=sys.stderr,
+    )
+    return runtime.attach(req)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -7,93 +7,25 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def case(cid: str, steps: int = 2, size: int = 64, **over: Any) -> dict[str, Any]:
-    c = {
-        "id": cid,
-        "model": "ref://tiny",
-        "task": "text-to-image",
-        "prompt": f"{cid} prompt",
-        "width": size,
-        "height": size,
-        "num_inference_steps": steps,
-        "num_gpus": 0,
-        "est_time_s": 10,
-        "frameworks": {"reference": {"serve_args": "--warmup-mode off"}},
-    }
-    c.update(over)
-    return c
-
-
-def write_suite(tmp: Path, cases: list[dict[str, Any]], **top: Any) -> Path:
-    p = tmp / "suite.json"
-    p.write_text(
-        json.dumps(
-            {
-                "measurement_repeats": 2,
-                "startup_timeout_s": 90,
-                "request_timeout_s": 60,
-                "cases": cases,
-                **top,
-            }
-        )
-    )
-    return p
-
-
-def nightly(suite: Path, out: Path, runtime: str, *extra: str) -> tuple[int, dict, Path, str]:
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lab.cli",
-            "nightly",
-            "--config",
-            str(suite),
-            "--runtime",
-            runtime,
-            "--out",
-            str(out),
-            "--gpus",
-            "none",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    run_dir = (out / "latest").resolve()
-    results = json.loads((run_dir / "results.json").read_text())
-    return r.returncode, results, run_dir, r.stderr
-
-
-def by_id(results: dict) -> dict[str, dict]:
-    return {c["case_id"]: c for c in results["cases"]}
+from nightly_helpers import (
+    ROOT,
+    by_id,
+    lab_argv,
+    processes_mentioning,
+    run_nightly,
+    write_suite,
+)
+from nightly_helpers import ref_case as case
 
 
 def overlapped(a: dict, b: dict) -> bool:
     fa, fb = a["attempts"][-1]["frameworks"][0], b["attempts"][-1]["frameworks"][0]
     return fa["ready_at"] < fb["stopped_at"] and fb["ready_at"] < fa["stopped_at"]
-
-
-def leftover_processes(run_dir: Path) -> list[str]:
-    hits = []
-    for p in psutil.process_iter(["cmdline"]):
-        line = " ".join(p.info["cmdline"] or [])
-        if str(run_dir) in line and "pytest" not in line:
-            hits.append(line)
-    return hits
 
 
 # Long enough measuring (several seconds) that the two servers are surely up at the same time.
@@ -109,7 +41,7 @@ def test_docker_nightly_two_servers_on_port_30000_at_once(
     work = Path(tempfile.mkdtemp(prefix="docker-nightly-", dir=ROOT / "build"))
     work.chmod(0o755)
     request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
-    code, results, run_dir, err = nightly(write_suite(work, SUITE), work / "runs", "docker")
+    code, results, run_dir, err = run_nightly(write_suite(work, SUITE), work / "runs", "docker")
     cases = by_id(results)
     assert code == 0, err
     assert {c["outcome"] for c in cases.values()} == {"passed"}
@@ -131,12 +63,14 @@ def test_docker_nightly_two_servers_on_port_30000_at_once(
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="the netns runtime needs root here")
 def test_netns_nightly_same_suite_passes_side_by_side(tmp_path: Path) -> None:
-    code, results, run_dir, err = nightly(write_suite(tmp_path, SUITE), tmp_path / "runs", "netns")
+    code, results, run_dir, err = run_nightly(
+        write_suite(tmp_path, SUITE), tmp_path / "runs", "netns"
+    )
     cases = by_id(results)
     assert code == 0, err
     assert {c["outcome"] for c in cases.values()} == {"passed"}
     assert overlapped(cases["alpha"], cases["beta"])
-    assert leftover_processes(run_dir) == []
+    assert processes_mentioning(run_dir) == []
 
 
 @pytest.mark.slow
@@ -155,7 +89,9 @@ def test_ladder_oom_then_degraded_on_low_vram_and_crash_not_retried(tmp_path: Pa
         ),
         case("hopeless", size=256, vram_gib=0.0005),
     ]
-    code, results, run_dir, err = nightly(write_suite(tmp_path, cases), tmp_path / "runs", "netns")
+    code, results, run_dir, err = run_nightly(
+        write_suite(tmp_path, cases), tmp_path / "runs", "netns"
+    )
     got = by_id(results)
     assert code == 1, err  # crasher and hopeless failed
     deg = got["needs_offload"]
@@ -181,3 +117,17 @@ def test_ladder_oom_then_degraded_on_low_vram_and_crash_not_retried(tmp_path: Pa
     assert len(hope["attempts"]) >= 2
     summary = (run_dir / "summary.md").read_text()
     assert "needs_offload" in summary and "low-vram" in summary
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="the netns runtime needs root here")
+def test_selftest_runs_the_quick_cases_of_a_suite(tmp_path: Path) -> None:
+    quick = case("quick", suite="selftest")
+    suite = write_suite(tmp_path, [quick, case("not_quick", steps=60)])
+    argv = lab_argv("selftest", suite, tmp_path / "runs", "netns", "-v")
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "runs" / "latest" / "results.json").read_text())
+    assert [(c["case_id"], c["outcome"]) for c in results["cases"]] == [("quick", "passed")]
+    # -v streamed the server's log, each line prefixed by its case
+    assert any(ln.startswith("quick ") for ln in (r.stdout + r.stderr).splitlines())

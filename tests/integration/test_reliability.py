@@ -15,81 +15,21 @@ from typing import Any
 
 import psutil
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns runtime, tmpfs)")
-
-
-def slow_case(cid: str, **over: Any) -> dict[str, Any]:
-    c = {
-        "id": cid,
-        "model": "ref://tiny",
-        "task": "text-to-image",
-        "prompt": "a slow one",
-        "width": 256,
-        "height": 256,
-        "num_inference_steps": 60,
-        "num_gpus": 0,
-        "frameworks": {"reference": {"serve_args": "--warmup-mode off"}},
-    }
-    c.update(over)
-    return c
+from nightly_helpers import (
+    ROOT,
+    lab_argv,
+    slow_case,
+    start_nightly,
+    wait_for_attempts,
+)
+from nightly_helpers import write_suite as _write_suite
 
 
 def write_suite(tmp: Path, cases: list[dict[str, Any]]) -> Path:
-    p = tmp / "suite.json"
-    p.write_text(json.dumps({"measurement_repeats": 5, "startup_timeout_s": 90, "cases": cases}))
-    return p
+    return _write_suite(tmp, cases, measurement_repeats=5, request_timeout_s=600)
 
 
-def start_nightly(
-    suite: Path, out: Path, runtime: str, env: dict | None = None
-) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lab.cli",
-            "nightly",
-            "--config",
-            str(suite),
-            "--runtime",
-            runtime,
-            "--out",
-            str(out),
-            "--gpus",
-            "none",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def wait_for_attempts(out: Path, n: int, timeout_s: float = 60) -> Path:
-    """Until n attempts have a server that answered (its log shows a generation request)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        logs = list(out.glob("*/logs/*.log"))
-        busy = [p for p in logs if "POST /v1/images" in p.read_text(errors="replace")]
-        if len(busy) >= n:
-            return busy[0].parents[1]
-        time.sleep(0.2)
-    raise AssertionError(f"no {n} running attempts under {out} after {timeout_s} s")
-
-
-def our_processes(run_dir: Path) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if str(run_dir) in cmd or ("lab.refserver" in cmd and str(run_dir.parent) in cmd):
-            found.append(cmd)
-    return found
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns runtime, tmpfs)")
 
 
 @root_only
@@ -173,20 +113,7 @@ def test_full_output_disk_is_a_clear_error_and_written_results_stay_valid(tmp_pa
             ),
         ]
         r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lab.cli",
-                "nightly",
-                "--config",
-                str(write_suite(tmp_path, cases)),
-                "--runtime",
-                "netns",
-                "--out",
-                str(mnt / "runs"),
-                "--gpus",
-                "none",
-            ],
+            lab_argv("nightly", write_suite(tmp_path, cases), mnt / "runs", "netns"),
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -213,20 +140,7 @@ def test_secrets_reach_the_server_but_no_file_under_runs(tmp_path: Path) -> None
     }
     out = tmp_path / "runs"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lab.cli",
-            "nightly",
-            "--config",
-            str(write_suite(tmp_path, [case])),
-            "--runtime",
-            "netns",
-            "--out",
-            str(out),
-            "--gpus",
-            "none",
-        ],
+        lab_argv("nightly", write_suite(tmp_path, [case]), out, "netns"),
         capture_output=True,
         text=True,
         cwd=ROOT,

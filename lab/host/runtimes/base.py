@@ -40,6 +40,13 @@ class SandboxRequest:
     # is then empty), and bound the attempt by this time (`attempt_bound_s` of the spec).
     gpu_count: int = 0
     time_limit_s: float | None = None
+    # `lab repro --shell`: `lab case --shell`, attached to the terminal (Runtime.attach).
+    shell: bool = False
+
+
+def lab_case_args(req: SandboxRequest) -> list[str]:
+    """What every sandbox runs after `lab`: `case SPEC`, plus `--shell` for a repro shell."""
+    return ["case", str(req.spec_path), *(["--shell"] if req.shell else [])]
 
 
 @dataclass
@@ -88,6 +95,11 @@ class Runtime(Protocol):
         ...
 
     def start(self, req: SandboxRequest) -> Sandbox: ...
+
+    def attach(self, req: SandboxRequest) -> int:
+        """Run the sandbox in the foreground on this terminal (`lab repro --shell`); its exit
+        code. Nothing of it remains afterwards."""
+        ...
 
     def plan(self, req: SandboxRequest) -> dict[str, object]:
         """What start() would do, without starting anything (for --dry-run)."""

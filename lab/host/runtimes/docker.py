@@ -18,6 +18,8 @@ import json
 import math
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 import tarfile
 import threading
@@ -42,6 +44,7 @@ from lab.host.runtimes.base import (
     SandboxExit,
     SandboxInfraError,
     SandboxRequest,
+    lab_case_args,
 )
 from lab.host.runtimes.local import (
     HOST_GPUS_ENV,
@@ -104,6 +107,11 @@ def _image_missing(image: str) -> RuntimeUnavailable:
 
 
 def _engine_fault(what: str, e: BaseException) -> SandboxInfraError:
+    if isinstance(e, requests.exceptions.ConnectionError):  # stopped, restarting, socket gone
+        return SandboxInfraError(
+            f"docker: the engine at {_docker_host()} stopped answering ({what}: {e}). Once it "
+            "is back, the next lab command (or `lab clean`) removes what this attempt left"
+        )
     return SandboxInfraError(f"docker: {what} failed: {e}")
 
 
@@ -400,7 +408,7 @@ class DockerRuntime:
         mounts: list[tuple[str, str, bool]] = []
 
         if host_mode:
-            command = list(req.command) if req.command else host_lab_case_command(req.spec_path)
+            command = list(req.command) if req.command else host_lab_case_command(req)
             user, *_ = _default_user()
             for d in HOST_DIRS:
                 if os.path.exists(d):
@@ -412,7 +420,7 @@ class DockerRuntime:
             env.setdefault("HOME", "/tmp")  # the sandbox user has no home in the host's files
             notes.append(f"image 'host': {HOST_EMPTY_IMAGE} + the host's folders, read-only")
         else:
-            command = list(req.command) if req.command else ["lab", "case", str(req.spec_path)]
+            command = list(req.command) if req.command else ["lab", *lab_case_args(req)]
             if engine:
                 user, *_ = self._image_user(image)
             else:
@@ -512,6 +520,28 @@ class DockerRuntime:
                 container.remove(force=True, v=True)
             raise _engine_fault(f"starting {spec.name}", e) from e
         return DockerSandbox(client, container, spec)
+
+    def attach(self, req: SandboxRequest) -> int:
+        """`docker run -it` of the very container start() would create: the CLI owns the
+        terminal (the SDK has no TTY), and `--rm` removes the container when the shell ends."""
+        self.check()
+        if shutil.which("docker") is None:
+            raise RuntimeUnavailable(
+                "`lab repro --shell` attaches with the docker command-line tool, which is not on "
+                "PATH (Debian: apt-get install docker.io). Without it, `lab repro` prints the "
+                "`docker run` line to adapt by hand."
+            )
+        if req.image == HOST_IMAGE:
+            self.ensure_host_image()
+        spec = self.container_spec(req)
+        self._make_writable(req, spec)
+        argv = spec.docker_run_argv()
+        tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        argv[2:2] = ["-i", *tty]  # after `docker run`
+        try:
+            return subprocess.run(argv, check=False).returncode  # secrets come from our env
+        except OSError as e:
+            raise SandboxInfraError(f"docker: cannot run the docker command: {e}") from e
 
     def _create(self, spec: ContainerSpec) -> Container:
         for retry in (True, False):

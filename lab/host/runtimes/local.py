@@ -26,7 +26,12 @@ import psutil
 
 import lab
 from lab.files import read_json, write_json_atomic
-from lab.host.runtimes.base import SandboxExit, SandboxInfraError, SandboxRequest
+from lab.host.runtimes.base import (
+    SandboxExit,
+    SandboxInfraError,
+    SandboxRequest,
+    lab_case_args,
+)
 from lab.redact import is_secret_name, redact_env
 
 SANDBOX_TOKEN_ENV = "NIGHTLY_LAB_SANDBOX"  # inherited by every process of one sandbox
@@ -47,9 +52,9 @@ def lab_source_dir() -> Path:
     return Path(lab.__file__).resolve().parent.parent
 
 
-def host_lab_case_command(spec_path: Path) -> list[str]:
+def host_lab_case_command(req: SandboxRequest) -> list[str]:
     """`lab case SPEC` with the host's own interpreter (netns, local, docker's `host` image)."""
-    return [sys.executable, "-m", "lab.cli", "case", str(spec_path)]
+    return [sys.executable, "-m", "lab.cli", *lab_case_args(req)]
 
 
 def with_pythonpath(env: dict[str, str], first: Path) -> dict[str, str]:
@@ -291,7 +296,7 @@ class ProcessRuntime:
         return []
 
     def inner_command(self, req: SandboxRequest) -> list[str]:
-        return list(req.command) if req.command else host_lab_case_command(req.spec_path)
+        return list(req.command) if req.command else host_lab_case_command(req)
 
     def argv(self, req: SandboxRequest) -> list[str]:
         return [*self.prefix(), *self.inner_command(req)]
@@ -379,6 +384,16 @@ class ProcessRuntime:
         return ProcessSandbox(
             self.name, popen, record, paths, log_path, plan, self.repro_command(req)
         )
+
+    def attach(self, req: SandboxRequest) -> int:
+        self.check()
+        attempt_dir = Path(req.spec_path).parent
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.sandbox_env(req)}
+        try:  # in the foreground: the terminal's Ctrl-C reaches the shell, not us
+            return subprocess.run(self.argv(req), cwd=attempt_dir, env=env, check=False).returncode
+        except OSError as e:
+            raise SandboxInfraError(f"{self.name}: cannot start {self.argv(req)[0]}: {e}") from e
 
     def image_id(self, image: str | None) -> str | None:
         return None  # the host's own environment: there is no image
