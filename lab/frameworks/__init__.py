@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lab.frameworks.base import Framework
 from lab.frameworks.custom import Custom
 from lab.frameworks.lightx2v import LightX2V
 from lab.frameworks.reference import Reference
 from lab.frameworks.sglang import SGLang
 from lab.frameworks.vllm_omni import VllmOmni
+
+if TYPE_CHECKING:
+    from lab.contract import AttemptSpec
 
 _ALL: dict[str, type[Framework]] = {
     f.name: f for f in (SGLang, VllmOmni, LightX2V, Reference, Custom)
@@ -21,3 +26,17 @@ def get_framework(name: str) -> Framework:
         raise KeyError(
             f"framework {name!r} is not supported; supported: {', '.join(_ALL)}"
         ) from None
+
+
+def server_command(spec: AttemptSpec, framework: str) -> list[str]:
+    """The server command line of one framework of an attempt: what `lab case` starts, what
+    `--dry-run` prints and what `lab repro --shell` offers as `serve`."""
+    return get_framework(framework).command(
+        spec.case,
+        spec.case.frameworks[framework],
+        spec.host,
+        spec.port,
+        spec.num_gpus,
+        spec.extra_args.get(framework, []),
+        spec.config_dir,
+    )

@@ -336,7 +336,7 @@ def _print_summary(results, run_dir: Path) -> None:
 
 
 def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:
-    from lab.frameworks import get_framework
+    from lab.frameworks import server_command
     from lab.host.progress import Progress
     from lab.host.run import Nightly, RunOptions
 
@@ -359,17 +359,7 @@ def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:
         want = rung.num_gpus
         spec, req = fake.build_request(p, rung, 1, [g.index for g in gpus[:want]])
         for fw in p.frameworks:
-            adapter = get_framework(fw)
-            cmd = adapter.command(
-                p.case,
-                p.case.frameworks[fw],
-                spec.host,
-                spec.port,
-                spec.num_gpus,
-                spec.extra_args.get(fw, []),
-                spec.config_dir,
-            )
-            print(f"   {fw}: {shlex.join(cmd)}")
+            print(f"   {fw}: {shlex.join(server_command(spec, fw))}")
         if p.case.kind == "test":
             print(f"   test: {p.case.command}")
         for k, v in runtime.plan(req).items():

@@ -23,7 +23,7 @@ from lab import __version__
 from lab.config import Case
 from lab.contract import AttemptResult, AttemptSpec, FrameworkResult, Outcome, Phase
 from lab.files import write_atomic, write_json_atomic
-from lab.frameworks import get_framework
+from lab.frameworks import get_framework, server_command
 from lab.redact import redact_env
 from lab.sandbox import ballast as ballast_mod
 from lab.sandbox.client import BadResponse, Client, Output, psnr_db, sized_prompts
@@ -183,15 +183,7 @@ class Attempt:
         adapter = get_framework(fw)
         cfg = self.case.frameworks[fw]
         spec = self.spec
-        cmd = adapter.command(
-            self.case,
-            cfg,
-            spec.host,
-            spec.port,
-            spec.num_gpus,
-            spec.extra_args.get(fw, []),
-            spec.config_dir,
-        )
+        cmd = server_command(spec, fw)
         env, recorded_env = self._env(cfg.extra_env)
         res = FrameworkResult(
             framework=fw,

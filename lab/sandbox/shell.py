@@ -14,23 +14,7 @@ from pathlib import Path
 
 from lab.contract import AttemptSpec
 from lab.files import write_atomic
-from lab.frameworks import get_framework
-
-
-def server_commands(spec: AttemptSpec) -> dict[str, list[str]]:
-    """Each framework's server command line, exactly as `lab case` would start it."""
-    cmds = {}
-    for fw in spec.frameworks:
-        cmds[fw] = get_framework(fw).command(
-            spec.case,
-            spec.case.frameworks[fw],
-            spec.host,
-            spec.port,
-            spec.num_gpus,
-            spec.extra_args.get(fw, []),
-            spec.config_dir,
-        )
-    return cmds
+from lab.frameworks import server_command
 
 
 def shell_rc(spec: AttemptSpec, spec_path: Path) -> str:
@@ -43,7 +27,7 @@ def shell_rc(spec: AttemptSpec, spec_path: Path) -> str:
         f"PS1='[lab {case.id}] \\w\\$ '",
         "export PYTHONUNBUFFERED=1",
     ]
-    cmds = server_commands(spec)
+    cmds = {fw: server_command(spec, fw) for fw in spec.frameworks}
     for i, (fw, cmd) in enumerate(cmds.items()):
         for k, v in case.frameworks[fw].extra_env.items():
             lines.append(f"export {k}={_double_quoted(v)}")  # ${VAR} expands in the sandbox

@@ -86,6 +86,18 @@ def run_nightly(
     return r.returncode, results, run_dir, r.stderr
 
 
+def lab_clean(out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`lab clean --out OUT`, as a user (or the next night) runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "lab.cli", "clean", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def start_nightly(
     suite: Path, out: Path, runtime: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:

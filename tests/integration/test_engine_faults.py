@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 from nightly_helpers import (
     ROOT,
     by_id,
+    lab_clean,
     processes_mentioning,
     ref_case,
     run_nightly,
@@ -154,14 +154,7 @@ def test_engine_killed_mid_run_ends_attempts_infra_error_and_leaves_nothing(
 
     # The engine comes back (it kills what it ran before the crash); `lab clean` removes the rest.
     private_engine.start()
-    clean = subprocess.run(
-        [sys.executable, "-m", "lab.cli", "clean", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, **env},
-    )
+    clean = lab_clean(out, env)
     assert clean.returncode == 0, clean.stderr
     label = f"nightly-lab.run-id={results['run_id']}"
     assert private_engine.client().containers.list(all=True, filters={"label": label}) == []

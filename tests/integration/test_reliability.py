@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from nightly_helpers import (
     ROOT,
     lab_argv,
+    lab_clean,
     slow_case,
     start_nightly,
     wait_for_attempts,
@@ -78,13 +78,7 @@ def test_sigkill_of_the_host_then_lab_clean_removes_the_leftovers(tmp_path: Path
         and str(run_dir) in " ".join(p.info["cmdline"] or [])
     ]
     assert orphans, "the dead host left no sandbox behind (the test proves nothing)"
-    r = subprocess.run(
-        [sys.executable, "-m", "lab.cli", "clean", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    r = lab_clean(out)
     assert r.returncode == 0, r.stderr
     assert "removed" in r.stdout and "orphan" in r.stdout
     time.sleep(0.5)
