@@ -128,14 +128,14 @@ def by_id(results: dict) -> dict[str, dict]:
     return {c["case_id"]: c for c in results["cases"]}
 
 
-def processes_mentioning(path: Path) -> list[str]:
-    """Command lines (other than pytest's) that name `path`: what a run left running."""
+def processes_mentioning(marker: Path | str) -> list[str]:
+    """Command lines (other than pytest's) that hold `marker`: what a run left running."""
     hits = []
     for p in psutil.process_iter(["cmdline"]):
         try:
             line = " ".join(p.info["cmdline"] or [])
         except psutil.Error:
             continue
-        if str(path) in line and "pytest" not in line:
+        if str(marker) in line and "pytest" not in line:
             hits.append(line)
     return hits

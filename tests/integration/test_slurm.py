@@ -17,13 +17,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from nightly_helpers import (
+    ROOT,
+    by_id,
+    lab_argv,
+    processes_mentioning,
+    ref_case,
+    run_nightly,
+)
+from nightly_helpers import start_nightly as start_lab_nightly
+from nightly_helpers import write_suite as write_lab_suite
 from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_tools
 
 from lab.host.runtimes.local import host_identity
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
@@ -40,95 +48,30 @@ def slurm() -> Iterator[SlurmCluster]:
         cluster.stop()
 
 
-def case(cid: str, **over: Any) -> dict[str, Any]:
-    c = {
-        "id": cid,
-        "model": "ref://tiny",
-        "task": "text-to-image",
-        "prompt": f"{cid} prompt",
-        "width": 64,
-        "height": 64,
-        "num_inference_steps": 2,
-        "num_gpus": 0,
-        "est_time_s": 10,
-        "frameworks": {"reference": {"serve_args": "--warmup-mode off"}},
-    }
-    c.update(over)
-    return c
-
-
 def command_case(cid: str, command: str, **over: Any) -> dict[str, Any]:
     return {"id": cid, "kind": "test", "command": command, "num_gpus": 0, **over}
 
 
 # alpha passes as configured; needs_offload OOMs at 0.36 GiB until the low-vram rung
 REFERENCE = [
-    case("alpha"),
-    case("needs_offload", width=512, height=512, model="ref://small", vram_gib=0.36),
+    ref_case("alpha"),
+    ref_case("needs_offload", width=512, height=512, model="ref://small", vram_gib=0.36),
 ]
 
 
 def write_suite(d: Path, cases: list[dict[str, Any]], **slurm: Any) -> Path:
-    p = d / "suite.json"
-    p.write_text(
-        json.dumps(
-            {
-                "measurement_repeats": 2,
-                "startup_timeout_s": 90,
-                "request_timeout_s": 60,
-                "slurm": {"sandbox": "netns", "poll_s": 0.3, "max_jobs": 4, **slurm},
-                "cases": cases,
-            }
-        )
-    )
-    return p
-
-
-def lab_argv(suite: Path, out: Path, runtime: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "lab.cli",
-        "nightly",
-        "--config",
-        str(suite),
-        "--runtime",
-        runtime,
-        "--out",
-        str(out),
-        "--gpus",
-        "none",
-    ]
+    settings = {"sandbox": "netns", "poll_s": 0.3, "max_jobs": 4, **slurm}
+    return write_lab_suite(d, cases, slurm=settings)
 
 
 def nightly(
     cluster: SlurmCluster, suite: Path, out: Path, runtime: str = "slurm", **env: str
 ) -> tuple[int, dict[str, Any], Path, str]:
-    r = subprocess.run(
-        lab_argv(suite, out, runtime),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**cluster.env, **env},
-    )
-    run_dir = (out / "latest").resolve()
-    return r.returncode, json.loads((run_dir / "results.json").read_text()), run_dir, r.stderr
+    return run_nightly(suite, out, runtime, env={**cluster.env, **env}, timeout_s=300)
 
 
 def start_nightly(cluster: SlurmCluster, suite: Path, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        lab_argv(suite, out, "slurm"),
-        cwd=ROOT,
-        env=cluster.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def by_id(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["case_id"]: c for c in results["cases"]}
+    return start_lab_nightly(suite, out, "slurm", env=cluster.env)
 
 
 def wait_running(cluster: SlurmCluster, name_part: str, timeout_s: float = 60) -> str:
@@ -151,15 +94,6 @@ def job_field(cluster: SlurmCluster, job_id: str, key: str) -> str:
 def run_jobs(cluster: SlurmCluster, run_id: str) -> list[str]:
     """Active jobs of one run (pending, running, completing)."""
     return [j for j in cluster.jobs("%i", "%j") if f"-{run_id}-" in j]
-
-
-def left_processes(marker: str) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if marker in cmd and "pytest" not in cmd:
-            found.append(cmd)
-    return found
 
 
 def shape(results: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +137,7 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The same suite through the local netns runtime, to compare with."""
     d = tmp_path_factory.mktemp("local")
     r = subprocess.run(
-        lab_argv(write_suite(d, REFERENCE), d / "runs", "netns"),
+        lab_argv("nightly", write_suite(d, REFERENCE), d / "runs", "netns"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -313,8 +247,8 @@ def test_sigint_cancels_the_runs_jobs_and_leaves_nothing(
     assert results["status"] == "interrupted"
     assert {c["outcome"] for c in results["cases"]} == {"interrupted"}
     assert run_jobs(slurm, results["run_id"]) == []
-    assert left_processes("sleep 602") == []
-    assert left_processes(str(tmp_path)) == []
+    assert processes_mentioning("sleep 602") == []
+    assert processes_mentioning(str(tmp_path)) == []
 
 
 def test_lab_clean_cancels_a_dead_runs_job_and_keeps_a_live_ones(
@@ -349,7 +283,7 @@ def test_lab_clean_cancels_a_dead_runs_job_and_keeps_a_live_ones(
     assert f"slurm job {orphan}" in r.stdout and "orphan" in r.stdout
     active = [line.split("|")[0] for line in slurm.jobs("%i", "%T")]
     assert orphan not in active and live in active
-    assert left_processes("sleep 603") == []
+    assert processes_mentioning("sleep 603") == []
     slurm.run("scancel", live)
 
 
@@ -364,4 +298,4 @@ def test_time_limit_is_timeout_with_slurms_reason(
     assert over["outcome"] == "timeout" and len(over["attempts"]) == 1
     assert "TIMEOUT" in over["reason"] and "TimeLimit" in over["reason"], over["reason"]
     assert run_jobs(slurm, results["run_id"]) == []
-    assert left_processes("sleep 601") == []
+    assert processes_mentioning("sleep 601") == []
