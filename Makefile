@@ -25,7 +25,7 @@ repro_config = $(if $(filter command line environment,$(origin CONFIG)),--config
 .PHONY: help setup venv engine images nightly repro test lint clean distclean _need-model
 
 help:
-	@echo "make nightly [CONFIG=$(CONFIG)] [GPUS=0,1|none] [RUNTIME=docker|netns|local] [ARGS=...]"
+	@echo "make nightly [CONFIG=$(CONFIG)] [GPUS=0,1|none] [RUNTIME=docker|netns|local|slurm] [ARGS=...]"
 	@echo "                        run the suite (set-up first)"
 	@echo "make repro MODEL=<model or case> [VRAM=<GiB>] [GPUS=..] [RUNTIME=..]"
 	@echo "                        run one case exactly as the nightly does"

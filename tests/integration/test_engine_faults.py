@@ -69,7 +69,7 @@ class PrivateEngine:
             self.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a restart first ends what the crash left running
         while time.monotonic() < deadline:
             try:
                 self.client().ping()
@@ -78,7 +78,8 @@ class PrivateEngine:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.2)
-        raise AssertionError(f"private dockerd did not start: {(self.base / 'dockerd.log')}")
+        log = (self.base / "dockerd.log").read_text(errors="replace").splitlines()
+        raise AssertionError("private dockerd did not start:\n" + "\n".join(log[-30:]))
 
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, timeout=10)
@@ -90,6 +91,18 @@ class PrivateEngine:
             if child.name() == "dockerd":
                 child.kill()
         self.proc.wait(10)  # unshare ends with its child
+        # Its containerd dies with it, but where PID 1 reaps no orphans (a container) it stays a
+        # zombie, and a restarted dockerd would wait for that "running" containerd forever.
+        pid_file = self.base / "exec" / "containerd" / "containerd.pid"
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            try:
+                if psutil.Process(int(pid_file.read_text())).status() != psutil.STATUS_ZOMBIE:
+                    time.sleep(0.1)
+                    continue
+            except (psutil.NoSuchProcess, ValueError):
+                pass
+            pid_file.unlink(missing_ok=True)
 
     def destroy(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
