@@ -394,18 +394,24 @@ def _clean_leftovers(runtime, root: Path) -> None:
         print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
 
 
+def select_cases(loaded: LoadedSuite, wanted: list[str] | None) -> list[Case]:
+    """`--case ID …`: exact ids, in the suite's order; an unknown one names the suite's cases."""
+    cases = loaded.suite.cases
+    if not wanted:
+        return cases
+    known = {c.id for c in cases}
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise LabError(
+            f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
+            f"cases: {', '.join(sorted(known))}"
+        )
+    return [c for c in cases if c.id in wanted]
+
+
 def cmd_nightly(args: argparse.Namespace) -> int:
     loaded = load_suite(_config_path(args.config))
-    cases = loaded.suite.cases
-    if args.cases:
-        known = {c.id for c in cases}
-        unknown = [c for c in args.cases if c not in known]
-        if unknown:
-            raise LabError(
-                f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
-                f"cases: {', '.join(sorted(known))}"
-            )
-        cases = [c for c in cases if c.id in args.cases]
+    cases = select_cases(loaded, args.cases)
     return run_suite(
         loaded, cases, args, fail_on_degraded=args.fail_on_degraded, dry_run=args.dry_run
     )

@@ -104,7 +104,7 @@ class RenderedCase:
 
 
 def cmd_render_k8s(args: argparse.Namespace) -> int:
-    from lab.host.commands import _config_path
+    from lab.host.commands import _config_path, select_cases
     from lab.results.store import new_run_id
 
     require_client()
@@ -137,21 +137,6 @@ def require_client() -> None:
             f"`lab render k8s` builds its manifests with the official Kubernetes client, which "
             f"is not installed: {INSTALL_HINT}"
         ) from None
-
-
-def select_cases(loaded: LoadedSuite, wanted: list[str] | None) -> list[Case]:
-    """`--case` as `lab nightly` takes it: exact ids; an unknown one names the suite's cases."""
-    cases = loaded.suite.cases
-    if not wanted:
-        return cases
-    known = {c.id for c in cases}
-    unknown = [c for c in wanted if c not in known]
-    if unknown:
-        raise LabError(
-            f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
-            f"cases: {', '.join(sorted(known))}"
-        )
-    return [c for c in cases if c.id in wanted]
 
 
 # --- the whole suite ------------------------------------------------------------------------------

@@ -28,18 +28,20 @@ def shell_rc(spec: AttemptSpec, spec_path: Path) -> str:
         "export PYTHONUNBUFFERED=1",
     ]
     cmds = {fw: server_command(spec, fw) for fw in spec.frameworks}
-    for i, (fw, cmd) in enumerate(cmds.items()):
+    # the first framework's server is `serve`, the others `serve_<framework>`
+    names = {fw: f"serve_{fw.replace('-', '_')}" for fw in cmds}
+    if cmds:  # a `test` case has no server
+        names[next(iter(cmds))] = "serve"
+    for fw, cmd in cmds.items():
         for k, v in case.frameworks[fw].extra_env.items():
             lines.append(f"export {k}={_double_quoted(v)}")  # ${VAR} expands in the sandbox
-        name = "serve" if i == 0 else f"serve_{fw.replace('-', '_')}"
-        lines.append(f'{name}() {{ {shlex.join(cmd)} "$@"; }}')
+        lines.append(f'{names[fw]}() {{ {shlex.join(cmd)} "$@"; }}')
         lines.append(f"history -s {shlex.quote(shlex.join(cmd))}")
     python = shlex.quote(sys.executable)
     lines.append(f"lab_case() {{ {python} -m lab.cli case {shlex.quote(str(spec_path))} -v; }}")
     banner = [f"lab repro --shell: the sandbox of {case.id} ({spec.rung}), as the nightly runs it."]
-    for i, (fw, cmd) in enumerate(cmds.items()):
-        name = "serve" if i == 0 else f"serve_{fw.replace('-', '_')}"
-        banner.append(f"  {name:<12} {fw} server: {shlex.join(cmd)}")
+    for fw, cmd in cmds.items():
+        banner.append(f"  {names[fw]:<12} {fw} server: {shlex.join(cmd)}")
     banner.append("  lab_case     the whole attempt (server, warm-up, timed requests, result.json)")
     if spec.ballast:
         banner.append(
