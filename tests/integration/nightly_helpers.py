@@ -1,5 +1,5 @@
 """What the end-to-end tests (and benchmarks/load_30.py) share: reference-server cases, a suite
-file, and `lab nightly` run as a user runs it, in a subprocess."""
+file, `lab nightly` and `lab clean` run as a user runs them, and the two-sandbox port probe."""
 
 from __future__ import annotations
 
@@ -14,6 +14,23 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Run by each of two sandboxes: binds 127.0.0.1:30000, says so in a shared folder, waits until the
+# other sandbox holds the same port at the same time, then fetches from itself over loopback.
+PORT_PROBE = r"""
+import http.server, os, pathlib, sys, threading, time, urllib.request
+me, other, shared = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 30000), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+(shared / f"bound-{me}").write_text(str(os.getpid()))
+deadline = time.time() + 30
+while not (shared / f"bound-{other}").exists():
+    if time.time() > deadline:
+        sys.exit("the other sandbox never bound port 30000")
+    time.sleep(0.05)
+status = urllib.request.urlopen("http://127.0.0.1:30000/", timeout=5).status
+print("served", me, status, flush=True)
+"""
 
 
 def ref_case(cid: str, steps: int = 2, size: int = 64, **over: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from nightly_helpers import PORT_PROBE
 
 from lab.errors import RuntimeUnavailable
 from lab.host.runtimes.base import (
@@ -30,23 +31,6 @@ from lab.host.runtimes.registry import default_runtime_name, get_runtime
 pytestmark = pytest.mark.docker
 
 REFERENCE_IMAGE = "nightly-lab/reference:0.1.0"
-
-# Binds 127.0.0.1:30000, says so in a shared folder, waits until the other sandbox holds the same
-# port at the same time, then fetches from itself over loopback.
-PORT_PROBE = r"""
-import http.server, os, pathlib, sys, threading, time, urllib.request
-me, other, shared = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 30000), http.server.SimpleHTTPRequestHandler)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-(shared / f"bound-{me}").write_text(str(os.getpid()))
-deadline = time.time() + 30
-while not (shared / f"bound-{other}").exists():
-    if time.time() > deadline:
-        sys.exit("the other sandbox never bound port 30000")
-    time.sleep(0.05)
-status = urllib.request.urlopen("http://127.0.0.1:30000/", timeout=5).status
-print("served", me, status, flush=True)
-"""
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from nightly_helpers import PORT_PROBE
 
 from lab.errors import RuntimeUnavailable
 from lab.host.runtimes.base import SandboxRequest
@@ -21,23 +22,6 @@ from lab.host.runtimes.local import SANDBOX_TOKEN_ENV, LocalRuntime
 from lab.host.runtimes.netns import NetnsRuntime
 
 pytestmark = pytest.mark.netns
-
-# Binds 127.0.0.1:30000, says so in a shared folder, waits until the other sandbox holds the same
-# port at the same time, then fetches from itself over loopback (as in test_runtime_docker.py).
-PORT_PROBE = r"""
-import http.server, os, pathlib, sys, threading, time, urllib.request
-me, other, shared = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 30000), http.server.SimpleHTTPRequestHandler)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-(shared / f"bound-{me}").write_text(str(os.getpid()))
-deadline = time.time() + 30
-while not (shared / f"bound-{other}").exists():
-    if time.time() > deadline:
-        sys.exit("the other sandbox never bound port 30000")
-    time.sleep(0.05)
-status = urllib.request.urlopen("http://127.0.0.1:30000/", timeout=5).status
-print("served", me, status, flush=True)
-"""
 
 
 @pytest.fixture
