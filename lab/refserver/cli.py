@@ -5,6 +5,7 @@ torch and diffusers -> build -> warmup -> ready. HTTP comes up before the heavy 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -101,7 +102,22 @@ def _warmup(state: ServerState) -> None:
             state.warm(job)
 
 
+def _wants_llm(argv: list[str]) -> bool:
+    from lab.refserver.presets import LLM_SCHEME
+
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--model-path" and i + 1 < len(argv) else arg
+        if value.removeprefix("--model-path=").startswith(LLM_SCHEME):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _wants_llm(argv):  # ref-llm://: the LLM server, sglang srt's memory
+        from lab.refserver.llm_server import main as llm_main
+
+        return llm_main(argv)
     started = time.perf_counter()
     config = parse_config(argv)
     log(f"starting {config.model_path} (pid {os.getpid()})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEME = "ref://"
+LLM_SCHEME = "ref-llm://"  # the LLM server (llm_server.py)
 LATENT_CHANNELS = 16  # Flux's VAE latent width; 2x2 patches make 64 transformer input channels
 VAE_FACTOR = 8  # four VAE levels: 8x spatial compression, as in SD3/Flux
 PATCH = 2  # latent pixels per token side (Flux packs 2x2 latent patches)
