@@ -34,6 +34,9 @@ class Rung(_Strict):
     args: str = ""  # split like a shell, as serve_args
     num_gpus: int | None = None  # the attempt needs this many GPUs (e.g. cfg-parallel 2)
     skip_if_args: str | None = None  # skip the rung when serve_args already hold these flags
+    # environment of the attempt: how a rung reaches a `kind: test` case, whose launcher appends
+    # LAB_SERVER_EXTRA_ARGS to its server's command line (lab/e2e.py)
+    env: dict[str, str] = Field(default_factory=dict)
 
     @property
     def arg_list(self) -> list[str]:

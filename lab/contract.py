@@ -15,6 +15,9 @@ from lab.config import Case
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 SPEC_FILE = "spec.json"
+# extra_args of a `kind: test` case: flags for the server its launcher starts, handed over in
+# LAB_SERVER_EXTRA_ARGS (lab/e2e.py)
+TEST_KEY = "test"
 
 
 class Outcome(StrEnum):
@@ -24,6 +27,7 @@ class Outcome(StrEnum):
     crashed = "crashed"
     timeout = "timeout"
     bad_response = "bad_response"
+    test_failed = "test_failed"  # kind "test": its own assertions failed (names from its JUnit)
     infra_error = "infra_error"
     skipped = "skipped"
     interrupted = "interrupted"
@@ -75,6 +79,7 @@ class AttemptSpec(_Model):
     rung: str = "as-configured"
     # Flags the ladder adds; they replace a value already in serve_args instead of repeating it.
     extra_args: dict[str, list[str]] = Field(default_factory=dict)
+    extra_env: dict[str, str] = Field(default_factory=dict)  # the rung's `env`
     num_gpus: int = 0
     gpus: list[int] = Field(default_factory=list)  # host indices, for the record
     gpu_uuids: list[str] = Field(default_factory=list)  # what NVML and CUDA_VISIBLE_DEVICES use
@@ -135,6 +140,8 @@ class FrameworkResult(_Model):
     fatal_line_at: float | None = None  # epoch seconds the fatal line was read
     stopped_at: float | None = None  # epoch seconds the process group was gone
     inner_junit: str | None = None  # test cases: the JUnit file the command wrote
+    failed_tests: list[str] = Field(default_factory=list)  # test_failed: from that JUnit
+    output_tokens_per_s: float | None = None  # LLM servers: median of the measured requests
 
 
 class AttemptResult(_Model):

@@ -24,6 +24,7 @@ class PlannedRung:
     name: str
     extra_args: dict[str, list[str]]  # per framework
     num_gpus: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,7 +51,7 @@ def plan_ladder(
     if case.kind == "test" or not frameworks:
         rungs = case.ladder or [Rung(name="as-configured")]
         return LadderPlan(
-            [PlannedRung(r.name, {}, max(case.num_gpus, r.num_gpus or 0)) for r in rungs]
+            [PlannedRung(r.name, {}, max(case.num_gpus, r.num_gpus or 0), r.env) for r in rungs]
         )
     per_fw = {fw: {r.name: r for r in _configured_rungs(loaded, case, fw)} for fw in frameworks}
     plan = LadderPlan([])
@@ -68,7 +69,8 @@ def plan_ladder(
             plan.skipped.append(f"{rung.name}: needs {need} GPUs, this machine has {gpu_count}")
             continue
         extra = {fw: per_fw[fw][rung.name].arg_list for fw in frameworks if rung.name in per_fw[fw]}
-        plan.rungs.append(PlannedRung(rung.name, {k: v for k, v in extra.items() if v}, need))
+        args = {k: v for k, v in extra.items() if v}
+        plan.rungs.append(PlannedRung(rung.name, args, need, rung.env))
     return plan
 
 

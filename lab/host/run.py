@@ -290,7 +290,8 @@ class Nightly:
         else:  # the node fills these in from the GPUs Slurm grants (runtimes/slurm_job.py)
             ballast, vram_args = None, {}
         extra = {
-            fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, []) for fw in plan.frameworks
+            fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, [])
+            for fw in [*plan.frameworks, *(k for k in vram_args if k not in plan.frameworks)]
         }
         out_dir = self.run_dir / "attempts" / f"{case.id}__a{attempt}"
         test_image = None
@@ -303,6 +304,7 @@ class Nightly:
             attempt=attempt,
             rung=rung.name,
             extra_args={k: v for k, v in extra.items() if v},
+            extra_env=rung.env,
             num_gpus=len(gpus) if self._lab_places else rung.num_gpus,
             gpus=gpus,
             gpu_uuids=[g.uuid for g in infos if g.uuid],

@@ -4,7 +4,7 @@ the reference server's own device-memory accounting (`--device-memory-gib`) play
 
 from __future__ import annotations
 
-from lab.contract import Ballast
+from lab.contract import TEST_KEY, Ballast
 from lab.errors import LabError
 from lab.host.gpus import GpuInfo
 
@@ -26,9 +26,12 @@ def plan_vram(
                     f"({g.name}) has ({total_gib:.1f} GiB); ask for at most {int(total_gib)}"
                 )
         return Ballast(keep_gib=vram_gib, devices=list(range(len(gpus)))), {}
-    if "reference" in frameworks:
-        return None, {"reference": [REFERENCE_BUDGET_FLAG, f"{vram_gib:g}"]}
+    budget = [REFERENCE_BUDGET_FLAG, f"{vram_gib:g}"]
+    if "reference" in frameworks or "reference-llm" in frameworks:
+        return None, {fw: budget for fw in frameworks if fw.startswith("reference")}
+    if not frameworks:  # kind "test": its launcher hands LAB_SERVER_EXTRA_ARGS to the server
+        return None, {TEST_KEY: budget}
     raise LabError(
         f"case {case_id!r}: vram_gib {vram_gib:g} needs a GPU to emulate (or the reference "
-        "framework, which accounts device memory on the CPU); this sandbox gets no GPU"
+        "frameworks, which account device memory on the CPU); this sandbox gets no GPU"
     )

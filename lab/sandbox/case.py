@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import socket
 import statistics
 import subprocess
@@ -19,11 +20,12 @@ from typing import Any, TypeVar
 
 import requests
 
-from lab import __version__
+from lab import __version__, e2e
 from lab.config import Case
-from lab.contract import AttemptResult, AttemptSpec, FrameworkResult, Outcome, Phase
+from lab.contract import TEST_KEY, AttemptResult, AttemptSpec, FrameworkResult, Outcome, Phase
 from lab.files import write_atomic, write_json_atomic
 from lab.frameworks import get_framework, server_command
+from lab.frameworks.args import merge_args
 from lab.redact import redact_env
 from lab.sandbox import ballast as ballast_mod
 from lab.sandbox.client import BadResponse, Client, Output, psnr_db, sized_prompts
@@ -184,7 +186,7 @@ class Attempt:
         cfg = self.case.frameworks[fw]
         spec = self.spec
         cmd = server_command(spec, fw)
-        env, recorded_env = self._env(cfg.extra_env)
+        env, recorded_env = self._env({**cfg.extra_env, **spec.extra_env})
         res = FrameworkResult(
             framework=fw,
             outcome=Outcome.passed,
@@ -399,11 +401,14 @@ class Attempt:
         case, spec = self.case, self.spec
         assert case.command
         cmd_text = case.command.format(
-            out_dir=spec.out_dir, config_dir=spec.config_dir, port=spec.port, host=spec.host
+            out_dir=spec.out_dir,
+            config_dir=spec.config_dir,
+            port=spec.port,
+            host=spec.host,
+            python=shlex.quote(sys.executable),  # the sandbox's own interpreter
         )
         argv = ["/bin/sh", "-c", cmd_text]
-        extra = {"LAB_OUT_DIR": spec.out_dir, "LAB_PORT": str(spec.port)}
-        env, recorded = self._env(extra)
+        env, recorded = self._env(test_env(spec))
         log = spec.log_path("test")
         res = FrameworkResult(
             framework="test", outcome=Outcome.passed, command=argv, env=recorded, log_path=str(log)
@@ -434,19 +439,21 @@ class Attempt:
         while True:
             ended = self._ended_by_server("")
             if ended is not None:
-                if server.fatal is not None or ended.exit_code != 0:
-                    res.outcome, res.reason, res.exit_code = (
-                        ended.outcome,
-                        ended.reason,
-                        ended.exit_code,
-                    )
+                res.exit_code = ended.exit_code if server.fatal is None else server.poll()
+                if server.fatal is not None:
+                    res.outcome, res.reason = ended.outcome, ended.reason
                     res.phase = Phase.measure
-                else:
-                    res.exit_code = 0
+                elif ended.exit_code != 0:
+                    res.outcome, res.phase = Outcome.crashed, Phase.measure
+                    res.reason = f"command exited with code {ended.exit_code}"
+                    last = _last_line(server.tail_lines())
+                    res.reason += f": {last}" if last else ""
                 break
             if time.monotonic() > deadline:
                 res.outcome, res.phase = Outcome.timeout, Phase.measure
                 res.reason = f"command still running after {spec.startup_timeout_s:g} s"
+                last = _last_line(server.tail_lines())
+                res.reason += f"; last line: {last}" if last else ""
                 break
             time.sleep(GUARD_POLL_S)
         res.phase_timings_s["measure"] = round(time.monotonic() - t0, 3)
@@ -459,6 +466,8 @@ class Attempt:
         if case.junit_path:
             junit = Path(spec.out_dir) / case.junit_path
             res.inner_junit = str(junit) if junit.exists() else None
+            if res.inner_junit and res.outcome in (Outcome.passed, Outcome.crashed):
+                _test_failures(res, junit)
         return res
 
     # --- VRAM emulation -------------------------------------------------------------------------
@@ -501,6 +510,35 @@ class Attempt:
             except subprocess.TimeoutExpired:
                 self._ballast.kill()
                 self._ballast.wait()
+
+
+def test_env(spec: AttemptSpec) -> dict[str, str]:
+    """What a `kind: test` command gets from the lab: where to write, its port and model, and
+    LAB_SERVER_EXTRA_ARGS for the server it launches: the rung's flags, then the VRAM budget."""
+    env = {"LAB_OUT_DIR": spec.out_dir, "LAB_PORT": str(spec.port), "LAB_HOST": spec.host}
+    if spec.case.model:
+        env[e2e.MODEL_ENV] = spec.case.model
+    env.update(spec.extra_env)
+    budget = spec.extra_args.get(TEST_KEY, [])
+    if budget:
+        rung_args = shlex.split(env.get(e2e.EXTRA_ARGS_ENV, ""))
+        env[e2e.EXTRA_ARGS_ENV] = shlex.join(merge_args(budget, rung_args))
+    return env
+
+
+def _last_line(lines: list[str]) -> str:
+    return next((ln for ln in reversed(lines) if ln.strip()), "")
+
+
+def _test_failures(res: FrameworkResult, junit: Path) -> None:
+    """A test whose own assertions failed is `test_failed`, naming them (not `crashed`)."""
+    failed = e2e.failed_tests(junit)
+    if not failed:
+        return
+    res.failed_tests = [name for name, _ in failed]
+    res.outcome, res.phase = Outcome.test_failed, Phase.measure
+    names = ", ".join(res.failed_tests[:5]) + (" …" if len(failed) > 5 else "")
+    res.reason = f"{len(failed)} test(s) failed: {names}: {failed[0][1]}"
 
 
 def _server_timings(res: FrameworkResult, perfs: list[dict[str, Any]]) -> None:
