@@ -37,6 +37,7 @@ from lab.host.scheduler import Cancelled, ResourcePool
 from lab.host.vram import plan_vram
 from lab.redact import is_secret_name
 from lab.results.model import CaseResult, RunResults
+from lab.results.store import run_commit
 
 STOP_GRACE_S = 10.0
 UNBOUNDED = 1 << 30  # GPUs "here" when the runtime places work: the cluster decides what fits
@@ -149,6 +150,7 @@ class Nightly:
         self.results = RunResults(
             run_id=run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+            commit_sha=run_commit(),
             lab_version=__version__,
             config_path=str(loaded.path),
             config_sha256=loaded.sha256,

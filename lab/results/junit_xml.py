@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lab.contract import Outcome
 from lab.results import report_common as rc
-from lab.results.model import CaseResult, RunResults
+from lab.results.model import STATUS_ORDER, CaseResult, RunResults
+from lab.results.triage import by_status, describe_status
 
 SUITE = "nightly-lab"
 _ERRORS = (Outcome.infra_error, Outcome.interrupted)
@@ -58,6 +59,8 @@ def _testcase(parent: ET.Element, case: CaseResult, classname: str, run_dir: Pat
         tag = "error" if case.outcome in _ERRORS else "failure"
         for f in rc.failure_rows(case, run_dir):
             body = [f"framework: {f.framework}", f"phase: {f.phase}", f"log: {f.log_path or '-'}"]
+            if case.status_change:
+                body.insert(0, f"status: {describe_status(case)}")
             if f.log_tail:
                 body += ["", "--- last lines of the log ---", *f.log_tail]
             el = ET.SubElement(
@@ -108,6 +111,27 @@ def _count(suite: ET.Element, key: str) -> list[ET.Element]:
     return [tc for tc in cases if tc.find(tag) is not None]
 
 
+def _status_properties(results: RunResults) -> list[tuple[str, str | None]]:
+    """Triage facts as <testsuite> properties (the Ant schema has none on <testcase>): the cases
+    of each status change, then each case's own line with failing_since."""
+    out: list[tuple[str, str | None]] = []
+    for status in STATUS_ORDER:
+        ids = [c.case_id for c in results.cases if c.status_change == status]
+        out.append((status, ",".join(ids)))
+    for c in by_status(results.cases):
+        if c.status_change:
+            out.append((f"status_change.{c.case_id}", describe_status(c)))
+        fs = c.failing_since
+        if fs is not None:
+            out.append(
+                (
+                    f"failing_since.{c.case_id}",
+                    f"{fs.run_id} {fs.timestamp} {fs.commit_sha or '-'} streak={fs.streak}",
+                )
+            )
+    return out
+
+
 def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
     name = suite_name(results)
     c = rc.counts(results)
@@ -142,10 +166,11 @@ def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
         ("runtime", results.runtime),
         ("methodology", results.methodology),
         ("degraded", ",".join(x.case_id for x in rc.cases_in(results, "degraded"))),
+        *_status_properties(results),
     ):
         if value:
             ET.SubElement(props, "property", name=key, value=xml_text(str(value)))
-    for case in results.cases:
+    for case in by_status(results.cases):
         _testcase(suite, case, name, run_dir)
     for case in results.cases:
         for inner in _inner_suites(case, name):

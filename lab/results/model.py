@@ -12,6 +12,13 @@ from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase
 
 RESULTS_SCHEMA = "nightly-lab/results/v1"
 METHODOLOGY = "client-e2e-v1"
+# `status_change` values (lab/results/triage.py), in the order reports list them: what needs a
+# human first.
+STATUS_ORDER = ("new_failure", "still_failing", "fixed", "first_run", "still_passing")
+
+
+def status_rank(status: str | None) -> int:
+    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
 
 
 class RegressionFinding(BaseModel):
@@ -27,6 +34,17 @@ class RegressionFinding(BaseModel):
     baseline_spread_pct: float | None = None
     delta_pct: float
     detail: str
+
+
+class FailingSince(BaseModel):
+    """The first night of a case's current failure streak (set by triage.status_changes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    timestamp: str
+    commit_sha: str | None = None
+    streak: int  # nights failing in a row, this one included
 
 
 class CaseResult(BaseModel):
@@ -53,6 +71,11 @@ class CaseResult(BaseModel):
     regression: str | None = None  # "regressed" | "improved" | None, set by history
     regression_detail: str | None = None
     regressions: list[RegressionFinding] = Field(default_factory=list)  # per framework
+    # Across nights (lab/results/triage.py): new_failure | still_failing | fixed |
+    # still_passing | first_run, None for skipped/interrupted cases.
+    status_change: str | None = None
+    failing_since: FailingSince | None = None
+    status_note: str | None = None  # e.g. why there is no history to compare with
 
     @property
     def final(self) -> AttemptResult | None:
@@ -83,7 +106,7 @@ class RunResults(BaseModel):
     def sglang_rows(self) -> list[dict]:
         """One row per case and framework, shaped as sglang's comparison-results.json."""
         rows: list[dict] = []
-        for case in self.cases:
+        for case in sorted(self.cases, key=lambda c: status_rank(c.status_change)):
             fresults = case.framework_results() or [None]
             for fr in fresults:
                 samples = fr.latency_samples_s if fr else []
@@ -122,6 +145,10 @@ class RunResults(BaseModel):
                             None,
                         ),
                         "spread_pct": spread_pct(samples),
+                        "status_change": case.status_change,
+                        "failing_since": case.failing_since.model_dump()
+                        if case.failing_since
+                        else None,
                     }
                 )
         return rows

@@ -11,7 +11,8 @@ from pathlib import Path
 from lab.results import charts
 from lab.results import report_common as rc
 from lab.results.history import HistoryRow, framework_outcome
-from lab.results.model import RunResults, spread_pct
+from lab.results.model import CaseResult, RunResults, spread_pct
+from lab.results.triage import by_status, describe_status
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -28,6 +29,8 @@ th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: ta
 code, pre { font: 12px ui-monospace, monospace; } pre { background: #fafafa; padding: 6px;
   max-height: 240px; overflow: auto; white-space: pre-wrap; }
 img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px solid #eee; }
+.status.new-failure { color: #c62828; font-weight: 700; } .status.fixed { color: #2e7d32; }
+.status.still-failing { color: #8e2424; }
 .regressed { color: #c62828; font-weight: 600; } .improved { color: #2e7d32; font-weight: 600; }
 """
 
@@ -35,6 +38,14 @@ img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px sol
 def _badge(outcome: str) -> str:
     color = rc.OUTCOME_COLORS[rc.bucket(outcome)]
     return f'<span class="badge" style="background:{color}">{escape(outcome)}</span>'
+
+
+def _status(case: CaseResult) -> str:
+    """The status across nights, as a class the page (and its tests) can find."""
+    if not case.status_change:
+        return ""
+    cls = escape(case.status_change.replace("_", "-"))
+    return f'<span class="status {cls}">{escape(describe_status(case))}</span>'
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], raw: bool = False) -> str:
@@ -92,7 +103,9 @@ def render_html(
         + "</p>"
     )
 
-    bad = [case for case in results.cases if rc.bucket(case.outcome) in ("failed", "interrupted")]
+    bad = by_status(
+        [case for case in results.cases if rc.bucket(case.outcome) in ("failed", "interrupted")]
+    )
     if bad:
         rows = []
         for case in bad:
@@ -106,6 +119,7 @@ def render_html(
                 rows.append(
                     (
                         e(f.case_id),
+                        _status(case),
                         e(f.framework),
                         _badge(f.outcome),
                         e(f.phase),
@@ -114,7 +128,9 @@ def render_html(
                     )
                 )
         parts.append(f"<h2>Failures ({len(bad)})</h2>")
-        parts.append(_table(("Case", "Framework", "Outcome", "Phase", "Reason", "Log"), rows, True))
+        parts.append(
+            _table(("Case", "Status", "Framework", "Outcome", "Phase", "Reason", "Log"), rows, True)
+        )
 
     degraded = rc.cases_in(results, "degraded")
     if degraded:
@@ -169,7 +185,7 @@ def render_html(
 
     parts.append(f"<h2>All cases ({len(results.cases)})</h2>")
     rows = []
-    for cs in results.cases:
+    for cs in by_status(results.cases):
         frs = cs.framework_results() or [None]
         for fr in frs:
             reg = next((f for f in cs.regressions if fr and f.framework == fr.framework), None)
@@ -181,6 +197,7 @@ def render_html(
             rows.append(
                 (
                     e(cs.case_id),
+                    _status(cs),
                     _badge(str(framework_outcome(cs, fr) if fr else cs.outcome)),
                     e(fr.framework if fr else "-"),
                     e(rc.fmt_latency(fr.latency_s if fr else None)),
@@ -195,6 +212,7 @@ def render_html(
         _table(
             (
                 "Case",
+                "Status",
                 "Outcome",
                 "Framework",
                 "Latency",

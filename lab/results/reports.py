@@ -19,6 +19,7 @@ from lab.results.regression import detect
 from lab.results.report_html import render_html
 from lab.results.store import RunDir, as_run_dir, load_results, write_results
 from lab.results.summary_md import render_summary
+from lab.results.triage import read_history, status_changes
 
 HISTORY_RUNS = 30  # nights shown in the history charts
 
@@ -98,11 +99,14 @@ def finish_run(
     error (corrupt, unreadable) still lets everything else be written, and is raised last."""
     rd = as_run_dir(run_dir)
     write_results(rd, results)
-    problem: LabError | None = None
+    rows, problem = read_history(db_path, results)
+    status_changes(rows, results, problem)  # a history it cannot read: first_run, with a note
     try:
-        detect(db_path, results, threshold_pct, window)
+        if problem is None:  # else not recorded: a new history starts with the next run
+            detect(rows, results, threshold_pct, window)
         write_results(rd, results)  # again, with the verdicts, so `lab report` shows them too
-        record_run(db_path, results)
+        if problem is None:
+            record_run(db_path, results)
     except LabError as e:
         problem = e
     notes = [f"History unavailable: {problem}"] if problem else []

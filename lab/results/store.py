@@ -161,6 +161,18 @@ def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
     return sha if out.returncode == 0 and len(sha) >= 40 else None
 
 
+COMMIT_ENV = ("LAB_COMMIT_SHA", "GITHUB_SHA")
+
+
+def run_commit() -> str | None:
+    """The commit a night is of: what CI says it checked out (LAB_COMMIT_SHA, GITHUB_SHA),
+    else the lab checkout's HEAD. `failing_since` names it."""
+    for name in COMMIT_ENV:
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip()
+    return git_commit()
+
+
 _UNSET: Any = object()
 
 

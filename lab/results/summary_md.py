@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lab.results import report_common as rc
 from lab.results.model import RunResults, spread_pct
+from lab.results.triage import by_status, describe_status
 
 
 def _cell(text: object) -> str:
@@ -46,15 +47,27 @@ def render_summary(
     lines += [" · ".join(m for m in meta if m), ""]
     lines += [f"> {n}" for n in notes] + ([""] if notes else [])
 
-    failed = rc.cases_in(results, "failed")
+    failed = by_status(rc.cases_in(results, "failed"))
     if failed:
         lines += [f"## Failed ({len(failed)})", ""]
         rows = [
-            (f.case_id, f.framework, f.outcome, f.phase, f.reason, _code(f.log_path))
+            (
+                f.case_id,
+                f.framework,
+                f.outcome,
+                f.phase,
+                f.reason,
+                _code(f.log_path),
+                describe_status(case) or "-",
+            )
             for case in failed
             for f in rc.failure_rows(case, run_dir)
         ]
-        lines += _table(("Case", "Framework", "Outcome", "Phase", "Reason", "Log"), rows)
+        lines += _table(("Case", "Framework", "Outcome", "Phase", "Reason", "Log", "Status"), rows)
+    fixed = [c for c in results.cases if c.status_change == "fixed"]
+    if fixed:
+        names = ", ".join(c.case_id for c in fixed)
+        lines += [f"**Fixed since the last comparable night:** {names}", ""]
 
     interrupted = rc.cases_in(results, "interrupted")
     if interrupted:
