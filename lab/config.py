@@ -16,9 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lab.errors import ConfigError
 
 Task = Literal[
-    "text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"
+    "text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video", "chat"
 ]
-RUNNABLE_FRAMEWORKS = ("sglang", "vllm-omni", "lightx2v", "reference", "custom")
+LLM_FRAMEWORKS = ("sglang-srt", "vllm", "reference-llm")  # chat completions, mem-fraction ladder
+RUNNABLE_FRAMEWORKS = ("sglang", "vllm-omni", "lightx2v", "reference", "custom", *LLM_FRAMEWORKS)
+# the static-memory flag of each LLM server: a fraction of the device, in (0, 1)
+MEMORY_FRACTION_FLAGS = ("--mem-fraction-static", "--gpu-memory-utilization")
 KNOWN_FRAMEWORKS = (*RUNNABLE_FRAMEWORKS, "comfyui")  # comfyui: loads, is reported unsupported
 VIDEO_TASKS = ("text-to-video", "image-to-video", "text-image-to-video")
 
@@ -48,6 +51,8 @@ class FrameworkConfig(_Strict):
     extra_env: dict[str, str] = Field(default_factory=dict)
     image: str | None = None  # lab: overrides the case's / suite's image for this framework
     ladder: list[Rung] | None = None  # lab: replaces the framework's default ladder
+    # LLM servers: the memory fractions the default ladder steps down through
+    mem_fractions: list[float] | None = None
     # lightx2v
     model_cls: str | None = None
     lightx2v_task: str | None = None
@@ -66,6 +71,16 @@ class FrameworkConfig(_Strict):
     @property
     def serve_arg_list(self) -> list[str]:
         return shlex.split(self.serve_args)
+
+    @field_validator("mem_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float] | None) -> list[float] | None:
+        for f in v or []:
+            if not 0.0 < f < 1.0:
+                raise ValueError(
+                    f"a memory fraction must be between 0 and 1 (exclusive), got {f:g}"
+                )
+        return v
 
 
 class Case(_Strict):
@@ -104,6 +119,7 @@ class Case(_Strict):
     command: str | None = None
     workdir: str | None = None
     junit_path: str | None = None  # where the command writes its JUnit file (relative to out dir)
+    max_tokens: int | None = Field(None, gt=0)  # chat cases: tokens a measured request asks for
 
     @field_validator("frameworks")
     @classmethod
@@ -113,6 +129,28 @@ class Case(_Strict):
                 raise ValueError(
                     f"unknown framework {name!r}; known: {', '.join(KNOWN_FRAMEWORKS)}"
                 )
+        return v
+
+    @field_validator("frameworks")
+    @classmethod
+    def _llm_flags(cls, v: dict[str, FrameworkConfig]) -> dict[str, FrameworkConfig]:
+        for name, cfg in v.items():
+            if name in LLM_FRAMEWORKS:
+                check_llm_args(name, cfg.serve_arg_list, f"{name}.serve_args")
+                for r in cfg.ladder or []:
+                    check_llm_args(name, r.arg_list, f"{name}.ladder rung {r.name!r}")
+        return v
+
+    @field_validator("ladder")
+    @classmethod
+    def _llm_ladder(cls, v: list[Rung] | None, info: Any) -> list[Rung] | None:
+        frameworks = [f for f in (info.data.get("frameworks") or {}) if f in LLM_FRAMEWORKS]
+        for r in v or []:
+            for fw in frameworks:
+                check_llm_args(fw, r.arg_list, f"rung {r.name!r}")
+            extra = r.env.get("LAB_SERVER_EXTRA_ARGS")
+            if extra is not None:  # a test's server: its flags are unknown, its fractions not
+                check_llm_args(None, shlex.split(extra), f"rung {r.name!r} LAB_SERVER_EXTRA_ARGS")
         return v
 
     @model_validator(mode="after")
@@ -145,6 +183,36 @@ class Case(_Strict):
     def names(self) -> list[str]:
         """Every name a user may type for this case: id, aliases, model id."""
         return [self.id, *self.aliases, *([self.model] if self.model else [])]
+
+
+def check_llm_args(framework: str | None, args: list[str], where: str) -> None:
+    """Flags of an LLM server must be the real server's (framework None: any flag), and a
+    memory fraction must lie in (0, 1): ValueError naming `where` otherwise."""
+    from lab.frameworks.args import flag_name, flag_value
+
+    known: frozenset[str] | None = None
+    if framework == "reference-llm":
+        from lab.refserver.llm_server import build_parser
+
+        known = frozenset(o for a in build_parser()._actions for o in a.option_strings)
+    elif framework is not None:
+        from lab.frameworks import llm_flag_lists
+
+        known = llm_flag_lists.SGLANG_SRT if framework == "sglang-srt" else llm_flag_lists.VLLM
+    for tok in args:
+        name = flag_name(tok)
+        if known is not None and tok.startswith("--") and name not in known:
+            raise ValueError(f"{where}: {framework} has no option {name}")
+    for flag in MEMORY_FRACTION_FLAGS:
+        value = flag_value(args, flag)
+        if value is None:
+            continue
+        try:
+            ok = 0.0 < float(value) < 1.0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{where}: {flag} must be between 0 and 1 (exclusive), got {value!r}")
 
 
 class RegressionPolicy(_Strict):

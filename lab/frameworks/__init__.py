@@ -8,14 +8,18 @@ from lab.frameworks.base import Framework
 from lab.frameworks.custom import Custom
 from lab.frameworks.lightx2v import LightX2V
 from lab.frameworks.reference import Reference
+from lab.frameworks.reference_llm import ReferenceLlm
 from lab.frameworks.sglang import SGLang
+from lab.frameworks.sglang_srt import SGLangSrt
+from lab.frameworks.vllm import Vllm
 from lab.frameworks.vllm_omni import VllmOmni
 
 if TYPE_CHECKING:
     from lab.contract import AttemptSpec
 
 _ALL: dict[str, type[Framework]] = {
-    f.name: f for f in (SGLang, VllmOmni, LightX2V, Reference, Custom)
+    f.name: f
+    for f in (SGLang, VllmOmni, LightX2V, Reference, Custom, SGLangSrt, Vllm, ReferenceLlm)
 }
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from lab.config import Case, FrameworkConfig, Rung
 from lab.frameworks.args import has_flag, merge_args
 
-RequestStyle = Literal["openai", "vllm-chat", "lightx2v", "none"]
+RequestStyle = Literal["openai", "vllm-chat", "lightx2v", "chat", "none"]  # chat: LLM servers
 
 # Default ladder for diffusion servers: as configured → cfg-parallel 2 → low-VRAM → both.
 CFG_PARALLEL = "--cfg-parallel-size 2"

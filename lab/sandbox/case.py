@@ -372,12 +372,15 @@ class Attempt:
         perf_dir = self.out_dir / "perf"
         perf_dir.mkdir(parents=True, exist_ok=True)
         perfs: list[dict[str, Any]] = []
+        rates: list[float] = []  # output tokens per second, LLM servers
         for i, prompt in enumerate(sized_prompts(self.case.prompt, self.spec.measurement_repeats)):
             dump = perf_dir / f"{fw}_{i + 1}.json"
             out = self._guarded(
                 lambda p=prompt, d=dump: client.send(p, d), self.spec.request_timeout_s
             )
             res.latency_samples_s.append(round(out.latency_s, 4))
+            if out.output_tokens and out.latency_s > 0:
+                rates.append(out.output_tokens / out.latency_s)
             if out.perf:
                 perfs.append(out.perf)
             if run.first_output is None:
@@ -387,6 +390,8 @@ class Attempt:
                 res.artifact = str(art)
         res.measurement_count = len(res.latency_samples_s)
         res.latency_s = round(statistics.median(res.latency_samples_s), 4)
+        if rates:
+            res.output_tokens_per_s = round(statistics.median(rates), 2)
         _server_timings(res, perfs)
 
     def _image_input(self) -> bytes | None:

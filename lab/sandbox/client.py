@@ -17,6 +17,7 @@ from lab.config import Case
 from lab.frameworks.base import RequestStyle
 
 POLL_INTERVAL_S = 0.05
+DEFAULT_MAX_TOKENS = 32  # chat cases without max_tokens
 IDENTICAL_PSNR_DB = 100.0  # identical outputs; JSON has no infinity
 
 
@@ -26,13 +27,14 @@ class BadResponse(Exception):
 
 @dataclass
 class Output:
-    kind: str  # "image" | "video"
+    kind: str  # "image" | "video" | "text"
     data: bytes
     fmt: str  # "png", "gif", "mp4", ...
     latency_s: float
     frames: int | None = None
     perf: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    output_tokens: int | None = None  # text: completion tokens the server reported
 
 
 def sized_prompts(prompt: str, count: int) -> list[str]:
@@ -89,7 +91,9 @@ class Client:
 
     def send(self, prompt: str, perf_dump_path: Path | None = None) -> Output:
         t0 = time.perf_counter()
-        if self.style == "vllm-chat":
+        if self.style == "chat":
+            out = self._chat(prompt)
+        elif self.style == "vllm-chat":
             out = self._vllm_chat(prompt)
         elif self.style == "lightx2v":
             out = self._lightx2v(prompt)
@@ -98,7 +102,7 @@ class Client:
         else:
             out = self._openai_image(prompt, perf_dump_path)
         out.latency_s = time.perf_counter() - t0
-        if perf_dump_path is not None:
+        if perf_dump_path is not None and out.kind != "text":  # LLM servers write none
             out.perf = _read_perf_dump(perf_dump_path)
         check_output(out, self.case)
         return out
@@ -164,6 +168,28 @@ class Client:
         if content.status_code != 200:
             raise BadResponse(f"GET /v1/videos/{vid}/content answered {content.status_code}")
         return Output("video", content.content, _video_format(content.content), 0.0)
+
+    # --- LLM servers: OpenAI chat completions, greedy --------------------------------------------
+    def _chat(self, prompt: str) -> Output:
+        body = {
+            "model": self.case.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.case.max_tokens or DEFAULT_MAX_TOKENS,
+            "temperature": 0,
+        }
+        data = _json(
+            self.http.post(f"{self.base}/v1/chat/completions", json=body, timeout=self.timeout_s)
+        )
+        try:
+            text = data["choices"][0]["message"]["content"]
+            tokens = int(data["usage"]["completion_tokens"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise BadResponse(
+                f"no choices[0].message.content and usage.completion_tokens: {_short(data)}"
+            ) from None
+        if not isinstance(text, str) or not text or tokens < 1:
+            raise BadResponse(f"empty completion: {_short(data)}")
+        return Output("text", text.encode(), "txt", 0.0, output_tokens=tokens)
 
     # --- vllm-omni ----------------------------------------------------------------------------
     def _vllm_chat(self, prompt: str) -> Output:
@@ -296,6 +322,8 @@ def check_output(out: Output, case: Case) -> None:
     """Decode the output and check its size and frame count against the case."""
     from PIL import Image, UnidentifiedImageError
 
+    if out.kind == "text":  # checked where it was parsed
+        return
     if out.kind == "video" and out.fmt == "mp4":
         if len(out.data) < 64:
             raise BadResponse(f"video of {len(out.data)} bytes is too short to hold frames")

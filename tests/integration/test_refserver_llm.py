@@ -4,7 +4,10 @@ checker's CPU->device round trip OOMs at 0.88 with torch's own text and passes a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from nightly_helpers import ROOT, run_nightly
 from refserver_helpers import RefServer
 
 BUDGET = ("--device-memory-gib", "0.4")  # the CPU twin of PR #24559's 32 GB card
@@ -72,3 +75,18 @@ def test_mem_fraction_outside_zero_one_is_refused_by_the_parser() -> None:
     with RefServer("--model-path", "ref-llm://tiny", "--mem-fraction-static", "1.2") as srv:
         assert srv.wait_exit() == 2
     assert "must be between 0 and 1" in srv.log()
+
+
+def test_reference_llm_case_measures_latency_and_output_tokens_per_second(tmp_path: Path) -> None:
+    code, results, _run_dir, err = run_nightly(
+        ROOT / "configs" / "reference.json", tmp_path, "local", "--case", "ref_llm_chat_tiny"
+    )
+    case = results["cases"][0]
+    assert (code, case["outcome"]) == (0, "passed"), err
+    fr = case["attempts"][0]["frameworks"][0]
+    assert fr["framework"] == "reference-llm" and fr["measurement_count"] == 3
+    assert fr["latency_s"] > 0 and fr["output_tokens_per_s"] > 0
+    # 16 tokens a request, so the rate is 16 over a measured latency
+    assert min(16 / s for s in fr["latency_samples_s"]) <= fr["output_tokens_per_s"]
+    assert fr["output_tokens_per_s"] <= max(16 / s for s in fr["latency_samples_s"])
+    assert len(Path(fr["artifact"]).read_text()) > 0
