@@ -216,8 +216,16 @@ def check_llm_args(framework: str | None, args: list[str], where: str) -> None:
 
 
 class RegressionPolicy(_Strict):
-    threshold_pct: float = 5.0
-    window: int = Field(5, ge=1)
+    """How a night is judged against its comparable history (lab/results/regression.py)."""
+
+    # "noise": outside the case's own night-to-night noise AND at least min_effect_pct;
+    # "fixed": the old rule, more than threshold_pct from the median of the window.
+    method: Literal["noise", "fixed"] = "noise"
+    min_effect_pct: float = Field(3.0, ge=0)
+    alpha: float = Field(0.01, gt=0, lt=1)  # false-alarm probability per case-night
+    min_history: int = Field(3, ge=2)  # fewer comparable nights: inconclusive
+    threshold_pct: float = 5.0  # the fixed rule's line
+    window: int = Field(10, ge=1)
 
 
 class SlurmSettings(_Strict):

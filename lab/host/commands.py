@@ -298,10 +298,9 @@ def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:
         ),
     )
     problem = None
-    policy = loaded.suite.regression
     try:
         reports.finish_run(
-            run_dir, results, run_dir.parent / "history.sqlite", policy.threshold_pct, policy.window
+            run_dir, results, run_dir.parent / "history.sqlite", loaded.suite.regression
         )
     except LabError as e:
         problem = str(e)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from lab.contract import FrameworkResult, Outcome
 from lab.errors import LabError
+from lab.results import stats
 from lab.results.model import CaseResult, RunResults, spread_pct
 
 SCHEMA_VERSION = 1
@@ -423,7 +425,20 @@ def format_history(rows: Sequence[HistoryRow], threshold_pct: float = 5.0) -> st
     The trend arrow compares with the previous measured run of the same framework (↑ slower)."""
     if not rows:
         return "no recorded runs for this case"
-    header = ("date", "run", "framework", "outcome", "median", "spread", "peak mem", "regr", "")
+    header = (
+        "date",
+        "run",
+        "framework",
+        "outcome",
+        "median",
+        "95% ci",
+        "cv",
+        "mde",
+        "spread",
+        "peak mem",
+        "regr",
+        "",
+    )
     lines: list[tuple[str, ...]] = [header]
     last: dict[str, float] = {}
     for r in rows:
@@ -438,6 +453,7 @@ def format_history(rows: Sequence[HistoryRow], threshold_pct: float = 5.0) -> st
                 r.framework or "-",
                 outcome,
                 _fmt_s(r.latency_s),
+                *_uncertainty(r),
                 _fmt_pct(r.spread_pct),
                 _fmt_mib(r.peak_gpu_memory_mib),
                 r.regression or "",
@@ -452,6 +468,21 @@ def format_history(rows: Sequence[HistoryRow], threshold_pct: float = 5.0) -> st
     out.insert(1, "  ".join("-" * w for w in widths).rstrip())
     out.append(_overall_trend(rows))
     return "\n".join(out)
+
+
+_MDE_RE = re.compile(r"MDE ([0-9.]+) %")
+
+
+def _uncertainty(r: HistoryRow) -> tuple[str, str, str]:
+    """CI and CV from the row's samples; the MDE its night's verdict had (in the stored detail,
+    written by regression.detect), else the samples' own."""
+    u = stats.uncertainty(r.samples)
+    if u is None:
+        return "-", "-", "-"
+    m = _MDE_RE.search(r.regression_detail or "")
+    mde = float(m.group(1)) if m else u.mde_pct
+    ci = "-" if u.ci95 is None else f"{u.ci95[0]:.3f}–{u.ci95[1]:.3f}"
+    return ci, _fmt_pct(u.cv_pct), _fmt_pct(mde)
 
 
 def _overall_trend(rows: Sequence[HistoryRow]) -> str:

@@ -9,6 +9,7 @@ import statistics
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase
+from lab.results import stats
 
 RESULTS_SCHEMA = "nightly-lab/results/v1"
 METHODOLOGY = "client-e2e-v1"
@@ -27,12 +28,29 @@ class RegressionFinding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     framework: str
-    verdict: str  # "regressed" | "improved" | "unchanged"
+    verdict: str  # "regressed" | "improved" | "unchanged" | "inconclusive"
     latency_s: float
     baseline_median_s: float  # median of the medians of the comparable earlier runs
     baseline_runs: int
     baseline_spread_pct: float | None = None
     delta_pct: float
+    mde_pct: float | None = None  # smallest change this case's history lets the test detect
+    z_score: float | None = None
+    detail: str
+
+
+class MemoryFinding(BaseModel):
+    """Peak GPU memory of one framework of one case against its comparable history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    framework: str
+    verdict: str  # as RegressionFinding's; only "regressed" flags the case
+    peak_gpu_memory_mib: float
+    baseline_median_mib: float
+    baseline_runs: int
+    delta_pct: float
+    mde_pct: float | None = None
     detail: str
 
 
@@ -76,6 +94,9 @@ class CaseResult(BaseModel):
     status_change: str | None = None
     failing_since: FailingSince | None = None
     status_note: str | None = None  # e.g. why there is no history to compare with
+    memory_regressed: bool = False  # peak GPU memory grew beyond what its history explains
+    memory_regression_detail: str | None = None
+    memory_regressions: list[MemoryFinding] = Field(default_factory=list)  # per framework
 
     @property
     def final(self) -> AttemptResult | None:
@@ -149,6 +170,7 @@ class RunResults(BaseModel):
                         "failing_since": case.failing_since.model_dump()
                         if case.failing_since
                         else None,
+                        **uncertainty_fields(samples, case, fr.framework if fr else None),
                     }
                 )
         return rows
@@ -182,3 +204,19 @@ def spread_pct(samples: list[float]) -> float | None:
         return None
     med = statistics.median(samples)
     return round(100.0 * (max(samples) - min(samples)) / med, 2) if med > 0 else None
+
+
+def uncertainty_fields(samples: list[float], case: CaseResult, framework: str | None) -> dict:
+    """`latency_ci95_s`, `latency_cv_pct` and `mde_pct` of one row: the MDE against the case's
+    history where regression detection had one, else from this night's samples alone."""
+    u = stats.uncertainty(samples)
+    finding = next((f for f in case.regressions if f.framework == framework), None)
+    mde = finding.mde_pct if finding and finding.mde_pct is not None else (u and u.mde_pct)
+    return {
+        "latency_ci95_s": [round(v, 6) for v in u.ci95] if u and u.ci95 else None,
+        "latency_cv_pct": round(u.cv_pct, 2) if u and u.cv_pct is not None else None,
+        "mde_pct": round(mde, 2) if mde is not None else None,
+        "memory_regression": next(
+            (f.verdict for f in case.memory_regressions if f.framework == framework), None
+        ),
+    }

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.contract import Outcome, Phase
-from lab.results.model import CaseResult, RunResults
+from lab.contract import FrameworkResult, Outcome, Phase
+from lab.results.model import CaseResult, RunResults, uncertainty_fields
 
 BUCKETS = ("passed", "degraded", "failed", "skipped", "interrupted")
 OUTCOME_COLORS = {
@@ -127,3 +127,16 @@ def fmt_mib(v: float | None) -> str:
 
 def fmt_speedup(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}×"
+
+
+def uncertainty_cells(case: CaseResult, fr: FrameworkResult | None) -> tuple[str, str, str]:
+    """The 95 % CI of the median, the CV and the MDE of one framework's latency, as text."""
+    if fr is None:
+        return "-", "-", "-"
+    u = uncertainty_fields(fr.latency_samples_s, case, fr.framework)
+    ci = u["latency_ci95_s"]
+    return (
+        "-" if ci is None else f"{ci[0]:.3f}–{ci[1]:.3f} s",
+        fmt_pct(u["latency_cv_pct"]),
+        fmt_pct(u["mde_pct"]),
+    )

@@ -142,7 +142,10 @@ def render_html(
         parts.append(_table(("Case", "Passed on rung", "Original failure", "Attempts"), rows))
 
     flagged = [(cs, f) for cs in results.cases for f in cs.regressions if f.verdict != "unchanged"]
-    if flagged:
+    grown = [
+        (cs, f) for cs in results.cases for f in cs.memory_regressions if f.verdict == "regressed"
+    ]
+    if flagged or grown:
         parts.append("<h2>Regressions and improvements</h2>")
         rows = [
             (
@@ -154,8 +157,18 @@ def render_html(
             )
             for cs, f in flagged
         ]
+        rows += [
+            (
+                e(cs.case_id),
+                e(f.framework),
+                '<span class="regressed">memory regressed</span>',
+                e(rc.fmt_mib(f.peak_gpu_memory_mib)),
+                e(f.detail),
+            )
+            for cs, f in grown
+        ]
         parts.append(
-            _table(("Case", "Framework", "Verdict", "Latency", "Against history"), rows, True)
+            _table(("Case", "Framework", "Verdict", "Value", "Against history"), rows, True)
         )
 
     case_ids = [cs.case_id for cs in results.cases]
@@ -201,6 +214,7 @@ def render_html(
                     _badge(str(framework_outcome(cs, fr) if fr else cs.outcome)),
                     e(fr.framework if fr else "-"),
                     e(rc.fmt_latency(fr.latency_s if fr else None)),
+                    *(e(cell) for cell in rc.uncertainty_cells(cs, fr)),
                     e(rc.fmt_pct(spread_pct(fr.latency_samples_s) if fr else None)),
                     e(rc.fmt_mib(fr.telemetry.peak_gpu_memory_mib if fr else None)),
                     e(rc.fmt_speedup(fr.speedup_vs_baseline if fr else None)),
@@ -216,6 +230,9 @@ def render_html(
                 "Outcome",
                 "Framework",
                 "Latency",
+                "95 % CI",
+                "CV",
+                "MDE",
                 "Spread",
                 "Peak mem",
                 "Speedup",

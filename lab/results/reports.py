@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.config import RegressionPolicy
 from lab.errors import LabError
 from lab.files import write_atomic
 from lab.results.history import HistoryRow, history_rows, record_run, rows_for_run
@@ -90,8 +91,7 @@ def finish_run(
     run_dir: RunDir | str | os.PathLike[str],
     results: RunResults,
     db_path: str | os.PathLike[str],
-    threshold_pct: float = 5.0,
-    window: int = 5,
+    policy: RegressionPolicy | None = None,
 ) -> Reports:
     """Write results.json, judge regressions against history, record the run, write reports.
 
@@ -103,7 +103,7 @@ def finish_run(
     status_changes(rows, results, problem)  # a history it cannot read: first_run, with a note
     try:
         if problem is None:  # else not recorded: a new history starts with the next run
-            detect(rows, results, threshold_pct, window)
+            detect(rows, results, policy)
         write_results(rd, results)  # again, with the verdicts, so `lab report` shows them too
         if problem is None:
             record_run(db_path, results)

@@ -103,19 +103,32 @@ def render_summary(
         lines += _table(("Case", "Passed on rung", "Original failure", "Attempts", "Latency"), rows)
 
     flagged = [(c, f) for c in results.cases for f in c.regressions if f.verdict != "unchanged"]
-    if flagged:
+    grown = [
+        (c, f) for c in results.cases for f in c.memory_regressions if f.verdict == "regressed"
+    ]
+    if flagged or grown:
         lines += ["## Regressions and improvements", ""]
         rows = [
             (
                 c.case_id,
                 f.framework,
-                "**regressed**" if f.verdict == "regressed" else "improved",
+                "**regressed**" if f.verdict == "regressed" else f.verdict,
                 rc.fmt_latency(f.latency_s),
                 f.detail,
             )
             for c, f in flagged
         ]
-        lines += _table(("Case", "Framework", "Verdict", "Latency", "Against history"), rows)
+        rows += [
+            (
+                c.case_id,
+                f.framework,
+                "**memory regressed**",
+                rc.fmt_mib(f.peak_gpu_memory_mib),
+                f.detail,
+            )
+            for c, f in grown
+        ]
+        lines += _table(("Case", "Framework", "Verdict", "Value", "Against history"), rows)
 
     measured = [c for c in results.cases if rc.bucket(c.outcome) in ("passed", "degraded")]
     if measured:
@@ -129,13 +142,25 @@ def render_summary(
                         label,
                         fr.framework if fr else "-",
                         rc.fmt_latency(fr.latency_s if fr else None),
+                        *rc.uncertainty_cells(c, fr),
                         rc.fmt_pct(spread_pct(fr.latency_samples_s) if fr else None),
                         rc.fmt_mib(fr.telemetry.peak_gpu_memory_mib if fr else None),
                         rc.fmt_speedup(fr.speedup_vs_baseline if fr else None),
                     )
                 )
         lines += _table(
-            ("Case", "Framework", "Latency (median)", "Spread", "Peak GPU mem", "Speedup"), rows
+            (
+                "Case",
+                "Framework",
+                "Latency (median)",
+                "95 % CI",
+                "CV",
+                "MDE",
+                "Spread",
+                "Peak GPU mem",
+                "Speedup",
+            ),
+            rows,
         )
 
     skipped = rc.cases_in(results, "skipped")

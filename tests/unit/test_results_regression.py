@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from test_results_support import case, framework, night, run
 
+from lab.config import RegressionPolicy
 from lab.contract import Outcome
 from lab.results.history import case_history, history_rows, record_run
 from lab.results.regression import detect
@@ -30,7 +31,9 @@ def test_one_case_ten_percent_slower_is_the_only_regression(seeded):
 
     assert verdicts(tonight) == {"flux": None, "qwen": None, "wan": "regressed", "ltx": None}
     wan = tonight.cases[2]
-    assert wan.regression_detail == "sglang: +10.0 % vs median 40.0 s of 5 runs (spread 2.0 %)"
+    assert wan.regression_detail == (
+        "sglang: +10.0 % vs median 40.0 s of 5 runs (spread 2.0 %); MDE 4.8 %"
+    )
     (finding,) = wan.regressions
     assert finding.baseline_runs == 5 and finding.delta_pct == pytest.approx(10.0)
 
@@ -41,11 +44,32 @@ def test_one_case_ten_percent_faster_is_improved(seeded):
     assert verdicts(tonight) == {"flux": None, "qwen": "improved", "wan": None, "ltx": None}
 
 
-def test_changes_within_the_threshold_are_not_flagged(seeded):
-    tonight = night(6, {c: lat * 1.04 for c, lat in CASES.items()})
+def test_changes_under_the_minimum_effect_are_unchanged(seeded):
+    tonight = night(6, {c: lat * 1.02 for c, lat in CASES.items()})
     findings = detect(seeded, tonight)
     assert set(verdicts(tonight).values()) == {None}
     assert {f.verdict for f in findings} == {"unchanged"}  # compared, and found alike
+    assert all(f.mde_pct is not None and f.mde_pct >= 3.0 for f in findings)
+
+
+def test_a_change_the_noise_explains_is_inconclusive_not_red(tmp_path):
+    db = tmp_path / "history.sqlite"
+    for n, k in enumerate([1.0, 1.12, 0.9, 1.08, 0.95], start=1):  # a noisy case: CV ~9 %
+        record_run(db, night(n, {"flux": k}))
+    tonight = night(6, {"flux": 1.10})
+    (finding,) = detect(db, tonight)
+    assert tonight.cases[0].regression is None
+    assert finding.verdict == "inconclusive" and finding.mde_pct > 10.0
+    assert "inconclusive: within the noise" in finding.detail
+
+
+def test_the_fixed_rule_is_kept_selectable(tmp_path):
+    db = tmp_path / "history.sqlite"
+    for n, k in enumerate([1.0, 1.12, 0.9, 1.08, 0.95], start=1):
+        record_run(db, night(n, {"flux": k}))
+    tonight = night(6, {"flux": 1.10})
+    detect(db, tonight, RegressionPolicy(method="fixed"))
+    assert tonight.cases[0].regression == "regressed"  # the noise it cannot tell from a change
 
 
 def test_no_history_means_no_verdict(tmp_path):
@@ -89,10 +113,13 @@ def test_only_the_last_window_of_runs_is_the_baseline(tmp_path):
     for n in range(6, 11):
         record_run(db, night(n, {"flux": 1.0}))
     tonight = night(11, {"flux": 1.0})
-    detect(db, tonight, window=5)
-    assert tonight.cases[0].regression is None
-    detect(db, tonight, window=10)
-    assert tonight.cases[0].regression == "improved"
+    detect(db, tonight, RegressionPolicy(window=5))
+    assert tonight.cases[0].regressions[0].baseline_runs == 5
+    assert tonight.cases[0].regressions[0].verdict == "unchanged"
+    detect(db, tonight, RegressionPolicy(window=10))
+    assert tonight.cases[0].regressions[0].baseline_runs == 10
+    # half the window twice as slow: a history that noisy cannot call tonight anything
+    assert tonight.cases[0].regressions[0].verdict == "inconclusive"
 
 
 def test_failed_nights_and_degraded_rungs_do_not_make_a_baseline(tmp_path):
@@ -113,7 +140,9 @@ def test_failed_nights_and_degraded_rungs_do_not_make_a_baseline(tmp_path):
         4, [case("flux", [framework("sglang", 3.5)], Outcome.degraded, rung="cpu-offload")]
     )
     detect(db, degraded_again)
-    assert degraded_again.cases[0].regression == "regressed"
+    (finding,) = degraded_again.cases[0].regressions
+    assert (finding.baseline_runs, finding.baseline_median_s) == (1, 3.0)
+    assert finding.verdict == "inconclusive"  # one night is too few to judge
 
 
 def test_a_failed_case_tonight_gets_no_verdict(seeded):
