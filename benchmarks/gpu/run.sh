@@ -25,7 +25,7 @@ case "$1" in
     timeout 120 python3 -m lab.cli selftest --config configs/gpu.json --runtime docker \
       --out "$OUT/h100-docker" 2>&1 | tail -n 12
     timeout 240 python3 -m lab.cli nightly --config configs/gpu.json \
-      --case gpu_xl_t2v_fits80_not24 --case gpu_xl_fp32_t2i_pr24559 --runtime docker \
+      --case gpu_xl_t2v_fits80_not24 --case gpu_llm_weight_checker_pr24559 --runtime docker \
       --out "$OUT/h100-docker" 2>&1 | tail -n 30
     timeout 90 python3 -m lab.cli repro pr24559 --config configs/gpu.json --vram-gib 32 \
       --runtime docker --out "$OUT/h100-docker" 2>&1 | tail -n 20
@@ -57,4 +57,27 @@ case "$1" in
     pack h200x2-docker h200x2-docker
     PYTHONPATH=$PWD timeout 240 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h200x2.json" large \
       2>&1 | tail -n 8 ;;
+  h200-llm)  # PR #24559 as sglang wrote it: an e2e test file launching an LLM server (ref-llm://
+    # qwen3-0.6b). Under 32 GiB: oom at 0.88 (torch's CUDA text, from the test's output), then
+    # degraded at 0.7; on the full card: passed at 0.88. Figures: h200-llm-figures.txt
+    timeout 200 python3 -m lab.cli repro pr24559 --config configs/gpu.json --vram-gib 32 \
+      --runtime docker --out "$OUT/h200-llm" 2>&1 | tail -n 12
+    timeout 150 python3 -m lab.cli nightly --config configs/gpu.json \
+      --case gpu_llm_weight_checker_pr24559 --runtime docker --out "$OUT/h200-llm" 2>&1 | tail -n 8
+    python3 - "$OUT/h200-llm" >"$OUT/h200-llm-figures.txt" <<'PY'
+import json, pathlib, sys
+for run in sorted(pathlib.Path(sys.argv[1]).glob("2*/results.json")):
+    r = json.loads(run.read_text())
+    for c in r["cases"]:
+        print(run.parent.name, c["case_id"], c["outcome"], "vram_gib", c.get("vram_gib"))
+        for a in c["attempts"]:
+            f = a["frameworks"][0]
+            caught = (f.get("stopped_at") or 0) - (f.get("fatal_line_at") or 0)
+            print(f"  {a['rung']}: {a['outcome']} {a['reason'][:160]!r}",
+                  f"fatal->stopped {caught:.3f} s" if f.get("fatal_line_at") else "",
+                  "LAB_SERVER_EXTRA_ARGS=" + f["env"].get("LAB_SERVER_EXTRA_ARGS", ""))
+PY
+    grep -h "memory: device" "$OUT"/h200-llm/2*/logs/*.log >>"$OUT/h200-llm-figures.txt"
+    cat "$OUT/h200-llm-figures.txt"
+    pack h200-llm h200-llm ;;
 esac
