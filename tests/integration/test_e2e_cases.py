@@ -5,8 +5,11 @@ JUnit; a missing command is `crashed` with the shell's words; a test that never 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nightly_helpers import ROOT, by_id, run_nightly, write_suite
@@ -14,6 +17,7 @@ from nightly_helpers import ROOT, by_id, run_nightly, write_suite
 from lab.errors import RuntimeUnavailable
 from lab.host.runtimes.netns import NetnsRuntime
 
+TWIN = "ref_llm_weight_checker_pr24559"
 FAILING_TEST = """
 import unittest
 
@@ -34,18 +38,16 @@ def _netns_or_skip(tmp: Path) -> None:
         pytest.skip(f"no network namespaces here: {e}")
 
 
-@pytest.mark.netns
-def test_pr24559_cpu_twin_ooms_at_088_then_passes_degraded_in_netns(tmp_path: Path) -> None:
-    _netns_or_skip(tmp_path)
+def _run_twin(out: Path, runtime: str) -> tuple[dict[str, Any], Path]:
     code, results, run_dir, err = run_nightly(
-        ROOT / "configs" / "reference.json",
-        tmp_path / "runs",
-        "netns",
-        "--case",
-        "ref_llm_weight_checker_pr24559",
+        ROOT / "configs" / "reference.json", out, runtime, "--case", TWIN
     )
-    case = by_id(results)["ref_llm_weight_checker_pr24559"]
+    case = by_id(results)[TWIN]
     assert (code, case["outcome"]) == (0, "degraded"), err
+    return case, run_dir
+
+
+def _assert_twin_story(case: dict[str, Any], run_dir: Path) -> None:
     first, last = case["attempts"][0], case["attempts"][-1]
     assert (first["rung"], first["outcome"]) == ("mem-fraction-0.88", "oom")
     assert first["reason"].startswith("torch.OutOfMemoryError: CUDA out of memory. Tried to")
@@ -56,11 +58,30 @@ def test_pr24559_cpu_twin_ooms_at_088_then_passes_degraded_in_netns(tmp_path: Pa
     assert extra == "--device-memory-gib 0.4 --mem-fraction-static 0.8"
     junit = ET.parse(run_dir / "junit.xml").getroot()
     names = {tc.get("name") for tc in junit.iter("testcase")}
-    assert {
-        "test_b_snapshot_then_compare_unchanged_succeeds",
-        "ref_llm_weight_checker_pr24559",
-    } <= names
+    assert {"test_b_snapshot_then_compare_unchanged_succeeds", TWIN} <= names
     assert junit.get("tests") == "4"
+
+
+@pytest.mark.netns
+def test_pr24559_cpu_twin_ooms_at_088_then_passes_degraded_in_netns(tmp_path: Path) -> None:
+    _netns_or_skip(tmp_path)
+    _assert_twin_story(*_run_twin(tmp_path / "runs", "netns"))
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_pr24559_cpu_twin_ooms_at_088_then_passes_degraded_in_docker(
+    request: pytest.FixtureRequest, reference_image: str, docker_client: Any
+) -> None:
+    # under the checkout's build/: the sandbox user (1000) must reach the run folder
+    work = Path(tempfile.mkdtemp(prefix="docker-e2e-", dir=ROOT / "build"))
+    work.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    case, run_dir = _run_twin(work / "runs", "docker")
+    _assert_twin_story(case, run_dir)
+    assert case["image_id"].startswith("sha256:")
+    label = f"nightly-lab.run-id={run_dir.name}"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
 
 
 def test_failing_assertion_missing_command_and_endless_test(tmp_path: Path) -> None:
