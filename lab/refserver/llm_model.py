@@ -117,8 +117,8 @@ class RefLlm(nn.Module):
 def build(p: LlmPreset, device: torch.device, dtype: torch.dtype, seed: int = 0) -> RefLlm:
     """The model on `device` with seeded random weights, one parameter at a time."""
     with torch.device("meta"):
-        model = RefLlm(p)
-    model = model.to_empty(device=device).to(dtype)
+        model = RefLlm(p).to(dtype)
+    model = model.to_empty(device=device)  # allocated once, in the serving dtype
     with torch.no_grad():
         for name, param in model.named_parameters():
             randomize(param, seed, name)

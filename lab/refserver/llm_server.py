@@ -4,8 +4,9 @@ device memory behaves like sglang srt's.
 At start it measures the device's memory D (on CUDA: the free memory the device reports, so under
 the lab's VRAM ballast what the ballast left; on the CPU: `--device-memory-gib`, accounted by the
 same ledger as the diffusion server, raising torch's own OutOfMemoryError). It then takes a static
-pool of `--mem-fraction-static` x D (the weights, the rest a KV-cache tensor) and the preset's
-reserve outside the pool (sglang's CUDA graphs and activation workspace). What is left is all a
+pool of `--mem-fraction-static` x D (the weights, the rest the KV cache) and the preset's reserve
+outside the pool (sglang's CUDA graphs and activation workspace): real tensors on CUDA, ledger
+charges on the CPU. What is left is all a
 request may add. `POST /weights_checker` compare moves the CPU snapshot of every weight to the
 device at once, as sglang's checker does: at 0.88 of a 32 GiB card that is more than is left.
 
@@ -135,9 +136,11 @@ class LlmState:
                 f"(pool {pool} bytes, weights {weights} bytes)"
             )
         self.ledger.alloc("kv cache", kv)
-        self.kv_cache = torch.empty(kv, dtype=torch.uint8, device=device)
         self.ledger.alloc("reserve", preset.reserve_bytes)
-        self.reserve = torch.empty(preset.reserve_bytes, dtype=torch.uint8, device=device)
+        if device.type == "cuda":  # real memory, as sglang's pool and graphs are
+            self.kv_cache = torch.empty(kv, dtype=torch.uint8, device=device)
+            self.reserve = torch.empty(preset.reserve_bytes, dtype=torch.uint8, device=device)
+        # on the CPU the ledger holds them: pages never touched need not be asked of the host
         self.plan = MemoryPlan(capacity, pool, weights, kv, preset.reserve_bytes)
         self.preset = preset
         log(
