@@ -25,9 +25,64 @@ MEMORY_FRACTION_FLAGS = ("--mem-fraction-static", "--gpu-memory-utilization")
 KNOWN_FRAMEWORKS = (*RUNNABLE_FRAMEWORKS, "comfyui")  # comfyui: loads, is reported unsupported
 VIDEO_TASKS = ("text-to-video", "image-to-video", "text-image-to-video")
 
+# Flags the lab itself puts on every server's line (lab/frameworks): another one in serve_args
+# or a rung would move the server away from where the lab looks for it.
+OWNED_FLAGS = ("--port", "--host", "--master-port", "--scheduler-port")
+# `{name}`s a custom framework's `command` may hold (lab/frameworks/custom.py fills them).
+COMMAND_PLACEHOLDERS = ("port", "host", "model", "num_gpus", "config_dir", "python")
+# `{name}`s of a kind "test" case's `command` (lab/sandbox/case.py fills them; run by /bin/sh).
+TEST_PLACEHOLDERS = ("out_dir", "config_dir", "port", "host")
+
+
+def split_args(text: str) -> list[str]:
+    """serve_args, rung args, a custom command: split like a shell, the one way the lab does."""
+    return shlex.split(text)
+
+
+def fill_placeholders(template: str, values: dict[str, Any]) -> str:
+    """`{name}` → value, for the names in `values` only; ValueError names what is wrong."""
+    try:
+        return template.format(**values)
+    except KeyError as e:
+        raise ValueError(
+            f"unknown placeholder {{{e.args[0]}}}; known: "
+            + ", ".join(f"{{{k}}}" for k in values)
+            + " (write {{ and }} for literal braces)"
+        ) from None
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"bad placeholder ({e}); known: {', '.join(values)}") from None
+
+
+def _check_args(text: str) -> str:
+    """A shell-split line that holds none of the flags the lab owns."""
+    try:
+        words = split_args(text)
+    except ValueError as e:
+        raise ValueError(f"cannot split {text!r} like a shell: {e}") from None
+    for w in words:
+        if w.split("=", 1)[0] in OWNED_FLAGS:
+            raise ValueError(
+                f"{w.split('=', 1)[0]} is set by the lab (every server listens where the lab "
+                "looks, port 30000 in its own sandbox); remove it"
+            )
+    return text
+
+
+# Sample values of the right types: enough to prove a template fills and splits.
+_SAMPLE = {
+    "port": 30000,
+    "host": "127.0.0.1",
+    "model": "m",
+    "num_gpus": 1,
+    "config_dir": "/c",
+    "python": "/p",
+    "out_dir": "/o",
+}
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict types (no "256" for 256, no true for 1) are asked for in parse_suite.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Rung(_Strict):
@@ -41,9 +96,14 @@ class Rung(_Strict):
     # LAB_SERVER_EXTRA_ARGS to its server's command line (lab/e2e.py)
     env: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("args", "skip_if_args")
+    @classmethod
+    def _splits(cls, v: str | None) -> str | None:
+        return v if v is None else _check_args(v)
+
     @property
     def arg_list(self) -> list[str]:
-        return shlex.split(self.args)
+        return split_args(self.args)
 
 
 class FrameworkConfig(_Strict):
@@ -68,9 +128,25 @@ class FrameworkConfig(_Strict):
     python_bin: str | None = None
     workflow_vars: dict[str, Any] | None = None
 
+    @field_validator("serve_args")
+    @classmethod
+    def _serve_args_split(cls, v: str) -> str:
+        return _check_args(v)
+
+    @field_validator("command")
+    @classmethod
+    def _command_fills(cls, v: str | None) -> str | None:
+        if v is not None:
+            filled = fill_placeholders(v, {k: _SAMPLE[k] for k in COMMAND_PLACEHOLDERS})
+            try:
+                split_args(filled)
+            except ValueError as e:
+                raise ValueError(f"cannot split the command like a shell: {e}") from None
+        return v
+
     @property
     def serve_arg_list(self) -> list[str]:
-        return shlex.split(self.serve_args)
+        return split_args(self.serve_args)
 
     @field_validator("mem_fractions")
     @classmethod
@@ -151,6 +227,20 @@ class Case(_Strict):
             extra = r.env.get("LAB_SERVER_EXTRA_ARGS")
             if extra is not None:  # a test's server: its flags are unknown, its fractions not
                 check_llm_args(None, shlex.split(extra), f"rung {r.name!r} LAB_SERVER_EXTRA_ARGS")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _test_command_fills(cls, v: str | None) -> str | None:
+        if v is not None:
+            fill_placeholders(v, {k: _SAMPLE[k] for k in TEST_PLACEHOLDERS})
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_fills(cls, v: str | None) -> str | None:
+        if v is not None:
+            fill_placeholders(v, {"config_dir": _SAMPLE["config_dir"]})
         return v
 
     @model_validator(mode="after")
@@ -274,14 +364,30 @@ class Suite(_Strict):
         ]
     )
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Suite:
-        seen: dict[str, str] = {}
-        for case in self.cases:
-            if case.id in seen:
-                raise ValueError(f"case id {case.id!r} appears twice")
-            seen[case.id] = case.id
-        return self
+
+def check_names(cases: list[Case], path: Path) -> None:
+    """At least one case; ids and aliases name one case each (as `--case` and `lab repro` read
+    them: case-insensitively), and no alias is another case's model id."""
+    if not cases:
+        raise ConfigError(str(path), None, "cases", "a suite needs at least one case")
+    owner: dict[str, str] = {}  # lowercased name → the case it names
+    models = {c.model.lower(): c.id for c in cases if c.model}
+    for case in cases:
+        if case.id.lower() in owner:
+            other = owner[case.id.lower()]
+            same = other.lower() == case.id.lower()
+            what = "appears twice" if same else f"is an alias of {other!r}"
+            raise ConfigError(str(path), case.id, "id", f"case id {case.id!r} {what}")
+        owner[case.id.lower()] = case.id
+        for alias in case.aliases:
+            key = alias.lower()
+            if key in owner:
+                msg = f"alias {alias!r} is already a name of case {owner[key]!r}"
+                raise ConfigError(str(path), case.id, "aliases", msg)
+            if models.get(key, case.id) != case.id:
+                msg = f"alias {alias!r} is the model id of case {models[key]!r}"
+                raise ConfigError(str(path), case.id, "aliases", msg)
+            owner[key] = case.id
 
 
 class LoadedSuite(BaseModel):
@@ -332,7 +438,7 @@ def parse_suite(raw: Any, path: Path) -> Suite:
         raise ConfigError(str(path), None, None, "the top level must be a JSON object")
     raw = _strip_comments(raw)
     try:
-        return Suite.model_validate(raw)
+        return Suite.model_validate(raw, strict=True)
     except ValidationError as e:
         err = e.errors()[0]
         case_id, field = _error_location(raw, tuple(err["loc"]))
@@ -373,8 +479,6 @@ def load_suite(path: str | Path) -> LoadedSuite:
             raise ConfigError(str(inc_path), None, "include", "included suites cannot include more")
         digest.update(inc_data)
         cases.extend(included.cases)
-    try:
-        suite = Suite.model_validate({**suite.model_dump(exclude={"cases"}), "cases": cases})
-    except ValidationError as e:
-        raise ConfigError(str(path), None, "include", e.errors()[0]["msg"]) from None
+    check_names(cases, path)
+    suite = suite.model_copy(update={"cases": cases})
     return LoadedSuite(path=path, suite=suite, sha256=digest.hexdigest())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from lab.config import Case, FrameworkConfig, Rung
+from lab.config import Case, FrameworkConfig, Rung, fill_placeholders, split_args
 from lab.frameworks.args import merge_args
 from lab.frameworks.base import Framework, RequestStyle
 
@@ -24,15 +24,19 @@ class Custom(Framework):
         config_dir: str,
     ) -> list[str]:
         assert cfg.command  # config validation guarantees it
-        filled = cfg.command.format(
-            port=port,
-            host=host,
-            model=case.model,
-            num_gpus=num_gpus,
-            config_dir=config_dir,
-            python=shlex.quote(sys.executable),  # the sandbox's own interpreter
+        # Words are quoted so that a model id or folder with spaces or quotes stays one word.
+        filled = fill_placeholders(
+            cfg.command,
+            {
+                "port": port,
+                "host": shlex.quote(host),
+                "model": shlex.quote(case.model),
+                "num_gpus": num_gpus,
+                "config_dir": shlex.quote(config_dir),
+                "python": shlex.quote(sys.executable),  # the sandbox's own interpreter
+            },
         )
-        return merge_args(shlex.split(filled) + cfg.serve_arg_list, extra_args)
+        return merge_args(split_args(filled) + cfg.serve_arg_list, extra_args)
 
     def health_url_path(self, cfg: FrameworkConfig) -> str:
         return cfg.health_path

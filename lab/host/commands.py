@@ -4,6 +4,7 @@ selftest. Each turns arguments into a plan and hands it to the run (lab.host.run
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -17,6 +18,17 @@ from lab.host.runtimes.registry import RUNTIME_NAMES
 
 DEFAULT_CONFIG = "configs/nightly.json"
 REFERENCE_CONFIG = "configs/reference.json"
+
+
+def positive_float(text: str) -> float:
+    """An option's value that must be a finite number above 0 (argparse: exit 2, nothing run)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number above 0")
+    return v
 
 
 def add_host_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +50,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
             s.add_argument("target", help="case id, alias or model id")
             s.add_argument(
                 "--vram-gib",
-                type=float,
+                type=positive_float,
                 default=None,
                 help="offer only N GiB per GPU to the server (VRAM emulation)",
             )
@@ -63,6 +75,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--case", action="append", dest="cases", metavar="ID")
     s.add_argument("--out", default="runs")
     s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
+    s.add_argument("-v", "--verbose", action="store_true", help="follow the servers' logs")
     s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("report", help="regenerate summary.md, junit.xml, report.html of a run")
@@ -112,7 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def resolve_gpus(arg: str | None):
-    from lab.host.gpus import GpuInfo, inventory
+    from lab.host.gpus import inventory
 
     found = inventory()
     if arg is None:
@@ -125,8 +138,18 @@ def resolve_gpus(arg: str | None):
         raise LabError(
             f"--gpus {arg!r}: expected a comma-separated list of indices, or none"
         ) from None
-    if not found:  # no NVML here: trust the user (CI simulations, exotic drivers)
-        return [GpuInfo(index=i, name="unknown", uuid="", memory_total_mib=0.0) for i in wanted]
+    if not wanted:
+        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none")
+    if len(set(wanted)) != len(wanted):
+        raise LabError(f"--gpus {arg}: a GPU is named twice")
+    if not found:  # a sandbox would fail on the missing device, after retries: say it now
+        from lab.host.gpus import unavailable_reason
+
+        why = unavailable_reason() or "NVML lists no GPU"
+        raise LabError(
+            f"--gpus {arg}: this machine has no GPU the lab can use ({why}); "
+            "use --gpus none for the CPU cases"
+        )
     by_index = {g.index: g for g in found}
     missing = [i for i in wanted if i not in by_index]
     if missing:

@@ -89,3 +89,89 @@ def test_lab_validate_exits_2_with_the_message(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "case 'e'" in r.stderr and "model" in r.stderr and "Traceback" not in r.stderr
+
+
+def _one(**over: object) -> dict:
+    c = {"id": "a", "model": "m", "frameworks": {"sglang": {}}}
+    c.update(over)
+    return c
+
+
+@pytest.mark.parametrize(
+    ("case", "field", "words"),
+    [
+        (_one(num_gpus=True), "num_gpus", "valid integer"),
+        (_one(width="256"), "width", "valid integer"),
+        (_one(reference_image=1), "reference_image", "valid boolean"),
+        (_one(est_time_s=float("inf")), "est_time_s", "finite"),
+        (
+            _one(frameworks={"sglang": {"serve_args": "--model-variant 'a b"}}),
+            "frameworks.sglang.serve_args",
+            "No closing quotation",
+        ),
+        (
+            _one(frameworks={"sglang": {"serve_args": "--warmup-mode off --port 8000"}}),
+            "frameworks.sglang.serve_args",
+            "--port is set by the lab",
+        ),
+        (
+            _one(frameworks={"sglang": {"serve_args": "--host=0.0.0.0"}}),
+            "frameworks.sglang.serve_args",
+            "--host is set by the lab",
+        ),
+        (
+            _one(ladder=[{"name": "x", "args": "--scheduler-port 1"}]),
+            "ladder.0.args",
+            "--scheduler-port is set by the lab",
+        ),
+        (
+            _one(frameworks={"custom": {"command": "{python} -m x --port {prot}"}}),
+            "frameworks.custom.command",
+            "unknown placeholder {prot}",
+        ),
+        (
+            _one(frameworks={"custom": {"command": "{python} -m x --name 'open"}}),
+            "frameworks.custom.command",
+            "No closing quotation",
+        ),
+        (
+            {"id": "t", "kind": "test", "command": "pytest {outdir}"},
+            "command",
+            "unknown placeholder {outdir}",
+        ),
+    ],
+)
+def test_what_a_later_command_needs_is_checked_at_load(
+    tmp_path: Path, case: dict, field: str, words: str
+) -> None:
+    p = write(tmp_path, {"cases": [case]})
+    with pytest.raises(ConfigError) as e:
+        load_suite(p)
+    assert e.value.field == field and e.value.case_id == case["id"]
+    assert words in str(e.value) and str(p) in str(e.value)
+
+
+def test_names_are_unique_and_a_suite_has_cases(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least one case"):
+        load_suite(write(tmp_path, {"cases": []}))
+    a, b = _one(aliases=["x"]), _one(id="b", aliases=["X"])
+    with pytest.raises(ConfigError) as e:
+        load_suite(write(tmp_path, {"cases": [a, b]}))
+    assert e.value.case_id == "b" and e.value.field == "aliases" and "case 'a'" in str(e.value)
+    with pytest.raises(ConfigError, match="is an alias of 'a'"):
+        load_suite(write(tmp_path, {"cases": [a, _one(id="x")]}))
+    with pytest.raises(ConfigError, match="model id of case 'b'"):
+        cases = [_one(aliases=["other/m"]), _one(id="b", model="other/m")]
+        load_suite(write(tmp_path, {"cases": cases}))
+
+
+def test_a_custom_command_keeps_odd_model_ids_one_word(tmp_path: Path) -> None:
+    from lab.frameworks.custom import Custom
+
+    cmd = "{python} -m srv --model-path {model} --port {port} --dir {config_dir}"
+    odd = _one(model="it's a model", frameworks={"custom": {"command": cmd}})
+    loaded = load_suite(write(tmp_path, {"cases": [odd]}))
+    case = loaded.case("a")
+    argv = Custom().command(case, case.frameworks["custom"], "127.0.0.1", 30000, 1, [], "/my dir")
+    assert argv[argv.index("--model-path") + 1] == "it's a model"
+    assert argv[argv.index("--dir") + 1] == "/my dir"

@@ -1,0 +1,54 @@
+"""Command-line values are input too: a bad one exits 2 with a clear message, nothing started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.cli import main
+from lab.host import gpus
+
+ROOT = Path(__file__).resolve().parents[2]
+REF = str(ROOT / "configs" / "reference.json")
+
+
+@pytest.mark.parametrize("value", ["-3", "0", "nan", "inf", "lots"])
+def test_vram_gib_must_be_a_number_above_0(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["repro", "tiny", "--config", REF, f"--vram-gib={value}", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--vram-gib" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(bool(gpus.inventory()), reason="this machine has GPUs")
+def test_gpus_that_nvml_does_not_list_exit_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["nightly", "--config", REF, "--gpus", "0", "--runtime", "local", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--gpus 0" in err and "--gpus none" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0,0", ",", "a,b"])
+def test_gpus_list_must_name_each_gpu_once(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["list", "--config", REF, "--gpus", value]
+    assert main(argv) == 2
+    assert "--gpus" in capsys.readouterr().err
+
+
+def test_unknown_case_exits_2_naming_the_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["nightly", "--config", REF, "--case", "nope", "--gpus", "none", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "ref_t2i_tiny" in err
+    assert list(tmp_path.iterdir()) == []
