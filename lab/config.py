@@ -31,7 +31,7 @@ OWNED_FLAGS = ("--port", "--host", "--master-port", "--scheduler-port")
 # `{name}`s a custom framework's `command` may hold (lab/frameworks/custom.py fills them).
 COMMAND_PLACEHOLDERS = ("port", "host", "model", "num_gpus", "config_dir", "python")
 # `{name}`s of a kind "test" case's `command` (lab/sandbox/case.py fills them; run by /bin/sh).
-TEST_PLACEHOLDERS = ("out_dir", "config_dir", "port", "host")
+TEST_PLACEHOLDERS = ("out_dir", "config_dir", "port", "host", "python")
 
 
 def split_args(text: str) -> list[str]:
