@@ -253,6 +253,8 @@ class Case(_Strict):
                 raise ValueError("field 'model' is required")
             if not self.frameworks:
                 raise ValueError("field 'frameworks' needs at least one framework")
+            if "reference" in self.frameworks and self.model.startswith("ref-llm://"):
+                raise ValueError("a ref-llm:// model is served by framework 'reference-llm'")
             custom = self.frameworks.get("custom")
             if custom is not None and not custom.command:
                 raise ValueError("framework 'custom' needs 'command'")

@@ -87,6 +87,11 @@ def test_ladders_step_the_memory_fraction_down(tmp_path: Path) -> None:
             "--gpu-memory-utilization must be between 0 and 1",
         ),
         (
+            {"model": "ref-llm://tiny", "frameworks": {"reference": {}}},
+            None,
+            "served by framework 'reference-llm'",
+        ),
+        (
             {"frameworks": {"sglang-srt": {"mem_fractions": [0.88, 0]}}},
             "frameworks.sglang-srt.mem_fractions",
             "between 0 and 1",
@@ -105,7 +110,7 @@ def test_ladders_step_the_memory_fraction_down(tmp_path: Path) -> None:
     ],
 )
 def test_bad_llm_flags_name_file_case_and_field(
-    tmp_path: Path, case: dict[str, Any], field: str, words: str
+    tmp_path: Path, case: dict[str, Any], field: str | None, words: str
 ) -> None:
     path = _suite(tmp_path, **case)
     with pytest.raises(ConfigError) as e:
