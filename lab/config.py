@@ -337,6 +337,13 @@ class SlurmSettings(_Strict):
     pending_timeout_s: float | None = Field(None, gt=0)  # None: wait as long as Slurm queues
 
 
+class GpuClass(_Strict):
+    """One kind of card the fleet runs on: each case shows whether its peak fits it."""
+
+    name: str = Field(min_length=1)
+    vram_gib: float = Field(gt=0)
+
+
 class Suite(_Strict):
     measurement_repeats: int = Field(3, ge=1)
     test_image_url: str | None = None
@@ -355,6 +362,10 @@ class Suite(_Strict):
     shm_size: str = "2g"
     ipc_mode: str | None = None
     regression: RegressionPolicy = Field(default_factory=RegressionPolicy)
+    # An attempt ending crashed / timeout / bad_response is re-run this many times as the
+    # identical attempt: a pass then makes the case `flaky`, not green. 0: never.
+    confirm_failures: int = Field(1, ge=0, le=3)
+    fleet: list[GpuClass] = Field(default_factory=list)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)  # only for --runtime slurm
     # host variables the sandbox inherits (fnmatch patterns): GPU-stack switches, not secrets
     pass_env: list[str] = Field(

@@ -23,6 +23,7 @@ TEST_KEY = "test"
 class Outcome(StrEnum):
     passed = "passed"
     degraded = "degraded"  # case level only: passed on a later rung of the ladder
+    flaky = "flaky"  # case level only: failed, then passed when re-run as the identical attempt
     oom = "oom"
     crashed = "crashed"
     timeout = "timeout"
@@ -161,6 +162,9 @@ class AttemptResult(_Model):
     finished_at: float
     lab_version: str = ""
     hostname: str = ""
+    # Set by the host after the run (lab/results/triage.py), on failed attempts only.
+    failure_signature: str | None = None
+    failure_signature_id: str | None = None
 
     @property
     def exit_code(self) -> int:

@@ -5,6 +5,8 @@ writing a manifest. Imports nothing from the host or the sandbox, so both sides 
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable, Mapping
 
 REDACTED = "***redacted***"
@@ -32,3 +34,29 @@ def redact_env(env: Mapping[str, str], secret_names: Iterable[str] = ()) -> dict
         k: (REDACTED if (k.upper() in extra or is_secret_name(k)) and v else v)
         for k, v in env.items()
     }
+
+
+# Token shapes worth hiding wherever they appear: Hugging Face, GitHub, OpenAI-style, Bearer.
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})\b"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{12,}"
+)
+_ASSIGNED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
+
+
+def redact_text(text: str, secret_names: Iterable[str] = ()) -> str:
+    """`text` with secrets replaced by REDACTED: the values of this process's secret variables,
+    `NAME=value` where NAME is a secret's name, and token shapes (hf_…, ghp_…, Bearer …)."""
+    extra = {n.upper() for n in secret_names}
+    for k, v in os.environ.items():
+        if len(v) >= 6 and (k.upper() in extra or is_secret_name(k)) and v in text:
+            text = text.replace(v, REDACTED)
+    text = _ASSIGNED.sub(
+        lambda m: (
+            f"{m.group(1)}={REDACTED}"
+            if m.group(1).upper() in extra or is_secret_name(m.group(1))
+            else m.group(0)
+        ),
+        text,
+    )
+    return _TOKEN_SHAPES.sub(REDACTED, text)

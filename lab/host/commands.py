@@ -63,6 +63,17 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--case", action="append", dest="cases", metavar="ID")
             s.add_argument("--dry-run", action="store_true")
             s.add_argument("--fail-on-degraded", action="store_true")
+            s.add_argument(
+                "--allow-flaky",
+                action="store_true",
+                help="a flaky case (failed, passed on its re-run) does not fail the run",
+            )
+            s.add_argument(
+                "--fail-on-new-only",
+                action="store_true",
+                help="only failures neither known (known_failures.json) nor failing since an "
+                "earlier night fail the run",
+            )
         s.add_argument("--config", default=None)
         s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
         s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
@@ -233,12 +244,14 @@ def run_suite(
     from lab.host.run import CasePlan, Nightly, RunOptions, install_signal_handlers, plan_cases
     from lab.host.runtimes.base import LABEL_RUN, places_work  # noqa: F401 - labels there
     from lab.results.store import RunDir, new_run_id
+    from lab.results.triage import gating_failures, load_known_failures, sign_failures
 
     runtime = _runtime(args.runtime, loaded)
     lab_places = places_work(runtime)
     # Slurm places attempts on its nodes' GPUs: this host's GPUs take no part.
     gpus = resolve_gpus(getattr(args, "gpus", None)) if lab_places else []
     plans: list[CasePlan] = plan_cases(loaded, cases, gpus, vram_gib, lab_places)
+    known = load_known_failures(loaded.config_dir)  # a bad file stops the run before it starts
     if dry_run:
         return _dry_run(loaded, plans, runtime, gpus)
     root = _out_root(args.out)
@@ -284,6 +297,7 @@ def run_suite(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
+        sign_failures(results, known)
         problem = finish_run(loaded, run_dir.path, results, gpus)
     except OSError as e:
         raise LabError(
@@ -296,7 +310,11 @@ def run_suite(
     if problem:
         print(f"lab: {problem}", file=sys.stderr)
         return 2
-    failed = results.failed
+    failed = gating_failures(
+        results,
+        new_only=getattr(args, "fail_on_new_only", False),
+        allow_flaky=getattr(args, "allow_flaky", False),
+    )
     degraded = [c for c in results.cases if str(c.outcome) == "degraded"]
     return 1 if failed or (fail_on_degraded and degraded) else 0
 

@@ -1,5 +1,7 @@
-"""The OOM degrade-and-retry ladder. Only OOM climbs it: crashes, timeouts and bad responses are
-reported as they are. An infra error (a Docker hiccup) is retried once, separately, and says so.
+"""The OOM degrade-and-retry ladder. Only OOM climbs it. A crash, timeout or bad response is
+re-run as the identical attempt (`confirm_failures` times, default once) to tell a flake from a
+break: a pass then makes the case `flaky`, never green. An infra error (a Docker hiccup) is
+retried once, separately, and says so.
 
 Built on tenacity's `for attempt in Retrying(...)` form: each attempt picks its own rung."""
 
@@ -78,16 +80,22 @@ def _needs_next_rung(result: AttemptResult) -> bool:
     return result.outcome is Outcome.oom
 
 
+CONFIRMED = (Outcome.crashed, Outcome.timeout, Outcome.bad_response)  # re-run to confirm
+
+
 def climb(
     plan: LadderPlan,
     run_rung: Callable[[PlannedRung, int], AttemptResult],
     on_retry: Callable[[str], None] | None = None,
+    confirm: int = 0,
 ) -> list[AttemptResult]:
     """Run rungs until one does not OOM or the ladder is exhausted; return every attempt.
 
-    An infra_error is retried once on the same rung (it is the machine, not the model)."""
+    An infra_error is retried once on the same rung (it is the machine, not the model); a
+    crash, timeout or bad response is re-run on the same rung up to `confirm` times."""
     attempts: list[AttemptResult] = []
     infra_retried = False
+    confirms_left = confirm
 
     def before_sleep(state: RetryCallState) -> None:
         last = attempts[-1]
@@ -117,6 +125,15 @@ def climb(
                             f"{result.case_id}: infra_error ({result.reason[:120]}); retrying once"
                         )
                     result = run_rung(rung, len(attempts) + 1)
+                while result.outcome in CONFIRMED and confirms_left > 0:
+                    confirms_left -= 1
+                    attempts.append(result)
+                    if on_retry:
+                        on_retry(
+                            f"{result.case_id}: {result.outcome} ({result.reason[:120]}); "
+                            "re-running the identical attempt to confirm"
+                        )
+                    result = run_rung(rung, len(attempts) + 1)
                 attempts.append(result)
             if attempt.retry_state.outcome is not None and not attempt.retry_state.outcome.failed:
                 attempt.retry_state.set_result(result)
@@ -125,12 +142,26 @@ def climb(
     return attempts
 
 
+def confirmed_pair(attempts: list[AttemptResult]) -> tuple[AttemptResult, AttemptResult] | None:
+    """The failure and its identical re-run that ended the case, if a re-run ended it."""
+    if len(attempts) < 2:
+        return None
+    before, final = attempts[-2], attempts[-1]
+    if before.outcome in CONFIRMED and before.rung == final.rung:
+        return before, final
+    return None
+
+
 def case_outcome(attempts: list[AttemptResult]) -> tuple[Outcome, str | None]:
-    """The case's outcome from its attempts: `degraded` when only a later rung passed."""
+    """The case's outcome from its attempts: `degraded` when only a later rung passed, `flaky`
+    when the identical re-run of a failure passed."""
     final = attempts[-1]
     if final.outcome is Outcome.passed:
         first_rung = attempts[0].rung
-        if final.rung != first_rung:
+        rung = final.rung if final.rung != first_rung else None
+        if confirmed_pair(attempts):
+            return Outcome.flaky, rung
+        if rung is not None:
             return Outcome.degraded, final.rung
         return Outcome.passed, None
     return final.outcome, None

@@ -206,6 +206,7 @@ class Nightly:
                 plan.ladder,
                 lambda rung, n: self._run_attempt(plan, rung, n),
                 on_retry=lambda msg: self.progress.note(plan.case.id, msg),
+                confirm=self.loaded.suite.confirm_failures,
             )
             result = self._case_result(plan, attempts)
         except Exception as e:  # a bug of ours must not take the other cases down
@@ -269,6 +270,11 @@ class Nightly:
                 f"{attempts[0].outcome} on {attempts[0].rung}: {attempts[0].reason}"
             )
             r.reason = f"passed only on rung {rung!r} after: {attempts[0].reason}"
+        if outcome is Outcome.flaky:
+            first = attempts[-2]
+            r.original_failure = f"{first.outcome} on {first.rung}: {first.reason}"
+            r.phase = first.phase
+            r.reason = f"failed, then passed when re-run identically: {first.reason}"
         r.image_id = self._image_id(plan.image)
         return r
 

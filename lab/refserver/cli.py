@@ -27,6 +27,14 @@ def _startup_faults(config: ServerConfig) -> None:
     if fault.kind == "exit-startup":
         faults.print_fatal_line("fault: exiting during startup")
         faults.exit_now(fault.code or 0, f"exit code {fault.code}")
+    if fault.kind == "fail-first-starts":
+        folder = os.environ.get(faults.ATTEMPT_DIR_ENV)
+        if not folder:
+            faults.exit_now(2, f"fail-first-starts needs {faults.ATTEMPT_DIR_ENV} (lab case sets)")
+        start = faults.count_start(folder)
+        if start <= fault.starts:
+            faults.print_fatal_line(f"fault: failing start {start} of the first {fault.starts}")
+            faults.exit_now(fault.code or 0, f"exit code {fault.code}")
     if fault.kind == "flood":
         faults.flood_stdout(fault.lines)
     if fault.kind == "fatal-line" and fault.phase == "startup":

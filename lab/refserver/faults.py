@@ -9,14 +9,21 @@ Formats (exact; the lab's tests depend on them):
   slow-warmup:SECONDS      /health stays 503 for SECONDS more after warmup
   flood:LINES              print LINES lines (~100 chars) to stdout during startup
   exit-request:N:CODE      exit with CODE during the N-th generation request
+  fail-first-starts:N:CODE the first N starts of this case exit with CODE during startup (as
+                           exit-startup), later ones run normally: a flake. Starts are counted
+                           in `<case>.fault-starts` beside the attempt's own folder (lab case
+                           exports it as LAB_ATTEMPT_DIR), so every attempt of the case counts
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.refserver.log import flush_all, log
 
@@ -30,7 +37,9 @@ KINDS = (
     "slow-warmup",
     "flood",
     "exit-request",
+    "fail-first-starts",
 )
+ATTEMPT_DIR_ENV = "LAB_ATTEMPT_DIR"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class Fault:
     text: str = ""
     seconds: float = 0.0
     lines: int = 0
+    starts: int = 0  # fail-first-starts: how many starts fail
 
     def fires_on(self, request_number: int) -> bool:
         return self.request == request_number
@@ -81,6 +91,9 @@ def parse_fault(spec: str) -> Fault:
     if kind == "exit-request":
         n, _, code = rest.partition(":")
         return Fault(kind, request=_positive_int(n, "N"), code=_exit_code(code))
+    if kind == "fail-first-starts":
+        n, _, code = rest.partition(":")
+        return Fault(kind, starts=_positive_int(n, "N"), code=_exit_code(code))
     if kind == "fatal-line":
         phase, sep, text = rest.partition(":")
         if not sep:
@@ -92,6 +105,20 @@ def parse_fault(spec: str) -> Fault:
             return Fault(kind, phase="request", request=number, text=text)
         raise ValueError(f"fatal-line PHASE must be startup or requestN, got {phase!r}")
     raise ValueError(f"unknown fault {spec!r}; one of: {', '.join(KINDS)}")
+
+
+def count_start(attempt_dir: str) -> int:
+    """This start's number (1, 2, …) among the starts of the attempt folder's case.
+
+    `runs/<id>/attempts/<case>__a2` counts in `runs/<id>/attempts/<case>.fault-starts`."""
+    folder = Path(attempt_dir)
+    counter = folder.parent / (re.sub(r"__a\d+$", "", folder.name) + ".fault-starts")
+    with open(counter, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        n = len(f.read().split()) + 1
+        f.write(f"{n}\n")
+    return n
 
 
 def hang_forever() -> None:

@@ -147,9 +147,10 @@ def rows_for_run(results: RunResults) -> list[HistoryRow]:
 
 
 def framework_outcome(case: CaseResult, fr: FrameworkResult) -> Outcome:
-    """The framework's own outcome, except that a pass on a degraded rung is `degraded`."""
-    if case.outcome is Outcome.degraded and fr.outcome is Outcome.passed:
-        return Outcome.degraded
+    """The framework's own outcome, except that a pass on a degraded rung is `degraded`, and a
+    pass on the re-run of a failure `flaky`."""
+    if case.outcome in (Outcome.degraded, Outcome.flaky) and fr.outcome is Outcome.passed:
+        return case.outcome
     return fr.outcome
 
 
@@ -467,6 +468,10 @@ def format_history(rows: Sequence[HistoryRow], threshold_pct: float = 5.0) -> st
     ]
     out.insert(1, "  ".join("-" * w for w in widths).rstrip())
     out.append(_overall_trend(rows))
+    nights = {r.run_id: r.outcome for r in rows if r.outcome != str(Outcome.skipped)}
+    flaky = sum(o == str(Outcome.flaky) for o in nights.values())
+    if flaky:
+        out.append(f"flaky in {flaky} of the last {len(nights)} nights")
     return "\n".join(out)
 
 

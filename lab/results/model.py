@@ -65,6 +65,26 @@ class FailingSince(BaseModel):
     streak: int  # nights failing in a row, this one included
 
 
+class KnownFailure(BaseModel):
+    """The known_failures.json entry a case's failure matched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issue: str
+    note: str = ""
+    matched: str  # the signature, id or regex that matched
+
+
+class FlakeRate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flaky: int  # nights the case ended flaky, tonight included
+    nights: int  # of this many recorded nights (at most triage.FLAKE_WINDOW)
+
+    def __str__(self) -> str:
+        return f"flaky in {self.flaky} of the last {self.nights} nights"
+
+
 class CaseResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +117,11 @@ class CaseResult(BaseModel):
     memory_regressed: bool = False  # peak GPU memory grew beyond what its history explains
     memory_regression_detail: str | None = None
     memory_regressions: list[MemoryFinding] = Field(default_factory=list)  # per framework
+    failure_signature: str | None = None  # "<outcome> in <phase>: <normalized failure line>"
+    failure_signature_id: str | None = None  # its short hash
+    confirmation: str | None = None  # what the identical re-run of a failure showed
+    known_failure: KnownFailure | None = None
+    flake_rate: FlakeRate | None = None
 
     @property
     def final(self) -> AttemptResult | None:
@@ -167,6 +192,10 @@ class RunResults(BaseModel):
                         ),
                         "spread_pct": spread_pct(samples),
                         "status_change": case.status_change,
+                        "failure_signature": case.failure_signature,
+                        "failure_signature_id": case.failure_signature_id,
+                        "known_issue": case.known_failure.issue if case.known_failure else None,
+                        "flaky_nights": case.flake_rate.flaky if case.flake_rate else None,
                         "failing_since": case.failing_since.model_dump()
                         if case.failing_since
                         else None,

@@ -12,7 +12,7 @@ from lab.results import charts
 from lab.results import report_common as rc
 from lab.results.history import HistoryRow, framework_outcome
 from lab.results.model import CaseResult, RunResults, spread_pct
-from lab.results.triage import by_status, describe_status
+from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -41,11 +41,33 @@ def _badge(outcome: str) -> str:
 
 
 def _status(case: CaseResult) -> str:
-    """The status across nights, as a class the page (and its tests) can find."""
-    if not case.status_change:
+    """Status across nights (a class the page and its tests can find), re-run, known issue,
+    flake rate."""
+    notes = triage_notes(case)
+    if not notes:
         return ""
-    cls = escape(case.status_change.replace("_", "-"))
-    return f'<span class="status {cls}">{escape(describe_status(case))}</span>'
+    cls = escape((case.status_change or "none").replace("_", "-"))
+    first, rest = (notes[0], notes[1:]) if case.status_change else ("", notes)
+    html = f'<span class="status {cls}">{escape(first)}</span>' if first else ""
+    for n in rest:
+        if n.startswith("known: ") and case.known_failure:
+            url = escape(case.known_failure.issue)
+            html += f'<br><span class="known">known: <a href="{url}">{url}</a></span>'
+        else:
+            html += f'<br><span class="triage">{escape(n)}</span>'
+    return html
+
+
+def _signature_groups(results: RunResults) -> str:
+    groups = signature_groups(results)
+    if not groups:
+        return ""
+    items = "".join(
+        f'<li class="signature"><code>{escape(describe_group(sig, cases))}</code> '
+        f"<small>{escape(sig_id)}</small>: {escape(', '.join(c.case_id for c in cases))}</li>"
+        for sig_id, sig, cases in groups
+    )
+    return f"<h3>Failures by signature</h3><ul>{items}</ul>"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], raw: bool = False) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lab.results import report_common as rc
 from lab.results.model import RunResults, spread_pct
-from lab.results.triage import by_status, describe_status
+from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
 
 
 def _cell(text: object) -> str:
@@ -58,12 +58,21 @@ def render_summary(
                 f.phase,
                 f.reason,
                 _code(f.log_path),
-                describe_status(case) or "-",
+                "; ".join(triage_notes(case)) or "-",
             )
             for case in failed
             for f in rc.failure_rows(case, run_dir)
         ]
         lines += _table(("Case", "Framework", "Outcome", "Phase", "Reason", "Log", "Status"), rows)
+    groups = signature_groups(results)
+    if groups:
+        lines += ["### Failures by signature", ""]
+        for sig_id, sig, cases in groups:
+            known = next((c.known_failure for c in cases if c.known_failure), None)
+            tag = f" — known: {known.issue}" if known else ""
+            names = ", ".join(c.case_id for c in cases)
+            lines += [f"- {describe_group(sig, cases)} `{sig_id}`{tag}: {names}"]
+        lines += [""]
     fixed = [c for c in results.cases if c.status_change == "fixed"]
     if fixed:
         names = ", ".join(c.case_id for c in fixed)

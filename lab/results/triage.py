@@ -7,13 +7,26 @@ before `record_run` stores this run."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.contract import AttemptResult, Outcome
 from lab.errors import LabError
+from lab.host.ladder import confirmed_pair
+from lab.redact import redact_text
 from lab.results.history import HistoryRow, history_rows, normalize_timestamp
-from lab.results.model import CaseResult, FailingSince, RunResults, status_rank
+from lab.results.model import (
+    CaseResult,
+    FailingSince,
+    FlakeRate,
+    KnownFailure,
+    RunResults,
+    status_rank,
+)
 from lab.results.regression import comparable
 from lab.results.report_common import bucket
 
@@ -115,6 +128,7 @@ def status_changes(
             commit_sha=first.commit_sha,
             streak=len(streak) + 1,
         )
+    flake_rates(rows, results)
     return note
 
 
@@ -154,3 +168,229 @@ def describe_status(case: CaseResult) -> str:
         text += f" since {fs.run_id} ({fs.timestamp[:16].replace('T', ' ')}, {commit}"
         text += f"{fs.streak} nights)"
     return text
+
+
+# ---- failure signatures ------------------------------------------------------------------------
+
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+_PATH = re.compile(r"(?<![\w<])(?:~|\.{1,2})?(?:/[\w.@%+:=,-]+)+/?")
+_ADDR = re.compile(r"\b0x[0-9a-fA-F]+\b")
+_HEX = re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b")
+_PID = re.compile(r"\b(pid|PID|process|worker)(\s*[=:#]?\s*)\d+")
+_NUM = re.compile(r"(?<![A-Za-z_<])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+SIGNATURE_CHARS = 300
+
+
+def normalize_failure(text: str) -> str:
+    """The failure line without what differs between two runs of the same problem: numbers,
+    sizes, addresses, PIDs, paths, hex ids. Secrets are redacted before anything else."""
+    text = " ".join(redact_text(text).split())
+    text = _UUID.sub("<id>", text)
+    text = _PATH.sub("<path>", text)
+    text = _ADDR.sub("<addr>", text)
+    text = _HEX.sub("<id>", text)
+    text = _PID.sub(lambda m: f"{m.group(1)}{m.group(2)}<pid>", text)
+    text = _NUM.sub("<N>", text)
+    return text[:SIGNATURE_CHARS]
+
+
+def signature(outcome: str, phase: str | None, reason: str) -> tuple[str, str]:
+    """(`<outcome> in <phase>: <normalized line>`, its 10-hex-digit hash)."""
+    sig = f"{outcome} in {phase or 'setup'}: {normalize_failure(reason)}"
+    return sig, hashlib.sha256(sig.encode()).hexdigest()[:10]
+
+
+def _sign(attempt: AttemptResult) -> None:
+    if attempt.outcome in (Outcome.passed, Outcome.skipped):
+        attempt.failure_signature = attempt.failure_signature_id = None
+        return
+    phase = str(attempt.phase) if attempt.phase else None
+    attempt.failure_signature, attempt.failure_signature_id = signature(
+        str(attempt.outcome), phase, attempt.reason
+    )
+
+
+def sign_failures(results: RunResults, known: Sequence[KnownEntry] = ()) -> None:
+    """Signatures on every failed attempt and case, what a re-run confirmed, known failures."""
+    for case in results.cases:
+        case.failure_signature = case.failure_signature_id = None
+        case.confirmation = case.known_failure = None
+        for a in case.attempts:
+            _sign(a)
+        if bucket(case.outcome) != "failed":
+            continue
+        pair = confirmed_pair(case.attempts)
+        failure = pair[0] if case.outcome is Outcome.flaky and pair else case.final
+        if failure is not None and failure.failure_signature:
+            case.failure_signature = failure.failure_signature
+            case.failure_signature_id = failure.failure_signature_id
+        else:
+            phase = str(case.phase) if case.phase else None
+            case.failure_signature, case.failure_signature_id = signature(
+                str(case.outcome), phase, case.reason
+            )
+        if pair is not None:
+            first, rerun = pair
+            if case.outcome is Outcome.flaky:
+                case.confirmation = (
+                    f"flaky: attempt {first.attempt} ended {first.outcome}, its identical "
+                    f"re-run (attempt {rerun.attempt}) passed"
+                )
+            else:
+                same = first.failure_signature_id == rerun.failure_signature_id
+                case.confirmation = (
+                    f"confirmed: the identical re-run (attempt {rerun.attempt}) failed again, "
+                    + (
+                        "same signature"
+                        if same
+                        else f"another signature ({first.failure_signature_id} then "
+                        f"{rerun.failure_signature_id})"
+                    )
+                )
+        case.known_failure = match_known(case, known)
+
+
+def signature_groups(results: RunResults) -> list[tuple[str, str, list[CaseResult]]]:
+    """(signature id, signature, its failing cases), the most cases first."""
+    groups: dict[str, list[CaseResult]] = {}
+    for c in results.cases:
+        if c.failure_signature_id:
+            groups.setdefault(c.failure_signature_id, []).append(c)
+    out = [(k, v[0].failure_signature or "", v) for k, v in groups.items()]
+    return sorted(out, key=lambda g: -len(g[2]))
+
+
+def describe_group(signature_text: str, cases: Sequence[CaseResult]) -> str:
+    """`4 cases: `torch.OutOfMemoryError: … <N> GiB` in warmup`."""
+    outcome_phase, _, line = signature_text.partition(": ")
+    n = len(cases)
+    return f"{n} case{'' if n == 1 else 's'}: `{line}` ({outcome_phase})"
+
+
+# ---- known_failures.json -----------------------------------------------------------------------
+
+KNOWN_FILE = "known_failures.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownEntry:
+    issue: str
+    note: str = ""
+    signature: str | None = None  # the signature text or its id
+    regex: re.Pattern[str] | None = None
+
+
+def load_known_failures(config_dir: str | os.PathLike[str]) -> list[KnownEntry]:
+    """The suite's `known_failures.json` (none when absent). LabError naming the file and line.
+
+    Shape: `{"known_failures": [{"signature": SIG_OR_ID | "regex": RE, "issue": URL,
+    "note": TEXT}, ...]}` (or the list alone)."""
+    path = Path(config_dir) / KNOWN_FILE
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabError(f"{path}: cannot read: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LabError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    entries = data.get("known_failures") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise LabError(f'{path}:1: expected a list under "known_failures"')
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"{path}:{_line_of(text, i)}: known_failures[{i}]"
+        if not isinstance(entry, dict):
+            raise LabError(f"{where}: expected an object")
+        unknown = set(entry) - {"signature", "regex", "issue", "note"}
+        if unknown:
+            raise LabError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        if not isinstance(entry.get("issue"), str) or not entry["issue"].strip():
+            raise LabError(f"{where}.issue: an issue URL is required")
+        sig, rx = entry.get("signature"), entry.get("regex")
+        if (sig is None) == (rx is None):
+            raise LabError(f"{where}: give exactly one of signature, regex")
+        if not isinstance(sig or rx, str):
+            raise LabError(f"{where}: signature / regex must be a string")
+        try:
+            pattern = re.compile(rx) if rx is not None else None
+        except re.error as e:
+            raise LabError(f"{where}.regex: not a regular expression: {e}") from None
+        out.append(KnownEntry(entry["issue"], str(entry.get("note", "")), sig, pattern))
+    return out
+
+
+def _line_of(text: str, index: int) -> int:
+    """The line the index-th object of the list starts on (for error messages)."""
+    depth, seen = 0, -1
+    for pos, ch in enumerate(text):
+        if ch in "[{":
+            depth += 1
+            if ch == "{" and depth == (3 if text.lstrip().startswith("{") else 2):
+                seen += 1
+                if seen == index:
+                    return text.count("\n", 0, pos) + 1
+        elif ch in "]}":
+            depth -= 1
+    return 1
+
+
+def match_known(case: CaseResult, known: Sequence[KnownEntry]) -> KnownFailure | None:
+    sig, sig_id = case.failure_signature, case.failure_signature_id
+    if not sig:
+        return None
+    raw = redact_text(case.reason)
+    for k in known:
+        if k.signature is not None and k.signature in (sig, sig_id):
+            return KnownFailure(issue=k.issue, note=k.note, matched=k.signature)
+        if k.regex is not None and (k.regex.search(sig) or k.regex.search(raw)):
+            return KnownFailure(issue=k.issue, note=k.note, matched=k.regex.pattern)
+    return None
+
+
+def gating_failures(results: RunResults, *, new_only: bool, allow_flaky: bool) -> list[CaseResult]:
+    """The failed cases that fail the run: all of them, less flaky ones with `allow_flaky`;
+    with `new_only`, only those neither known nor failing since an earlier night."""
+    out = []
+    for c in results.failed:
+        if allow_flaky and c.outcome is Outcome.flaky:
+            continue
+        if new_only and (c.known_failure is not None or c.status_change == STILL_FAILING):
+            continue
+        out.append(c)
+    return out
+
+
+# ---- flake rate --------------------------------------------------------------------------------
+
+FLAKE_WINDOW = 14
+
+
+def flake_rates(rows: Sequence[HistoryRow], results: RunResults) -> None:
+    """`flake_rate` on every case: of its last FLAKE_WINDOW recorded nights, tonight included,
+    how many ended flaky."""
+    for case in results.cases:
+        runs: dict[str, tuple[str, bool]] = {}
+        for r in rows:
+            if r.case_id == case.case_id and r.run_id != results.run_id:
+                ts, flaky = runs.get(r.run_id, (r.timestamp, False))
+                runs[r.run_id] = (ts, flaky or r.outcome == str(Outcome.flaky))
+        last = sorted(runs.values())[-(FLAKE_WINDOW - 1) :]
+        flaky = sum(f for _, f in last) + (case.outcome is Outcome.flaky)
+        case.flake_rate = FlakeRate(flaky=flaky, nights=len(last) + 1)
+
+
+def triage_notes(case: CaseResult) -> list[str]:
+    """What the reports say beside a failing case: status across nights, what its re-run
+    showed, its known issue, how often it flaked."""
+    out = [describe_status(case)] if case.status_change else []
+    if case.confirmation:
+        out.append(case.confirmation)
+    if case.known_failure:
+        k = case.known_failure
+        out.append(f"known: {k.issue}" + (f" ({k.note})" if k.note else ""))
+    if case.flake_rate and case.flake_rate.flaky:
+        out.append(str(case.flake_rate))
+    return out

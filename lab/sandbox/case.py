@@ -177,6 +177,7 @@ class Attempt:
             {k: _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), v) for k, v in extra.items()}
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env["LAB_ATTEMPT_DIR"] = str(self.spec.out_dir)  # where a server may keep attempt state
         recorded = {k: env[k] for k in RECORDED_ENV if k in env}
         recorded.update(extra)  # the ${VAR} template, not its value
         return env, redact_env(recorded, self.spec.secret_env_names)

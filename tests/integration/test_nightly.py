@@ -110,7 +110,9 @@ def test_ladder_oom_then_degraded_on_low_vram_and_crash_not_retried(tmp_path: Pa
     ]
     assert "--dit-layerwise-offload" in a2["frameworks"][0]["command"]
     crash = got["crasher"]
-    assert crash["outcome"] == "crashed" and len(crash["attempts"]) == 1
+    # re-run once as the identical attempt (confirm_failures), crashed again: confirmed
+    assert crash["outcome"] == "crashed" and len(crash["attempts"]) == 2
+    assert crash["attempts"][0]["rung"] == crash["attempts"][1]["rung"]
     hope = got["hopeless"]
     assert hope["outcome"] == "oom"
     assert [a["outcome"] for a in hope["attempts"]] == ["oom"] * len(hope["attempts"])

@@ -3,13 +3,16 @@ real SQLite history, and the next night reads it (new / still failing / fixed / 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nightly_helpers import by_id, run_nightly, write_suite
+from nightly_helpers import ROOT, by_id, lab_argv, run_nightly, write_suite
 from nightly_helpers import ref_case as case
 
 pytestmark = [
@@ -23,9 +26,13 @@ def crashing(cid: str, **over: Any) -> dict[str, Any]:
     return case(cid, frameworks={"reference": fault}, **over)
 
 
-def night(tmp: Path, n: int, cases: list[dict[str, Any]]) -> tuple[int, dict, Path, str]:
-    suite = write_suite(tmp, cases, measurement_repeats=1)
-    return run_nightly(suite, tmp / "runs", "netns", env={"LAB_COMMIT_SHA": f"{n:040x}"})
+def night(
+    tmp: Path, n: int, cases: list[dict[str, Any]], *extra: str, **top: Any
+) -> tuple[int, dict, Path, str]:
+    """Night n: `lab nightly` of these cases into tmp/runs, at commit n."""
+    suite = write_suite(tmp, cases, measurement_repeats=1, **top)
+    env = {"LAB_COMMIT_SHA": f"{n:040x}"}
+    return run_nightly(suite, tmp / "runs", "netns", *extra, env=env)
 
 
 def test_three_nights_new_still_failing_since_the_first_and_fixed(tmp_path: Path) -> None:
@@ -82,3 +89,104 @@ def test_corrupt_history_gives_first_run_with_a_note_not_a_crash(tmp_path: Path)
         assert "no history to compare with" in c["status_note"]
     assert list((tmp_path / "runs").glob("history.sqlite.corrupt-*"))
     assert "first run" in (run_dir / "summary.md").read_text()
+
+
+def flaky_case(cid: str, fault: str = "fail-first-starts:1:4") -> dict[str, Any]:
+    fw = {"serve_args": "--warmup-mode off", "extra_env": {"REFSERVER_FAULT": fault}}
+    return case(cid, frameworks={"reference": fw})
+
+
+def test_a_server_failing_its_first_start_is_flaky_not_green(tmp_path: Path) -> None:
+    cases = [flaky_case("flake"), crashing("broken"), case("steady")]
+    code, results, run_dir, err = night(tmp_path, 1, cases)
+    assert code == 1, err  # flaky counts as a failure
+    got = by_id(results)
+    flake = got["flake"]
+    assert flake["outcome"] == "flaky"
+    assert [a["outcome"] for a in flake["attempts"]] == ["crashed", "passed"]
+    assert flake["attempts"][0]["rung"] == flake["attempts"][1]["rung"]
+    assert (
+        flake["attempts"][0]["failure_signature_id"]
+        and not flake["attempts"][1]["failure_signature_id"]
+    )
+    assert "flaky" in flake["confirmation"]
+    assert (run_dir / "attempts" / "flake.fault-starts").read_text().split() == ["1", "2"]
+    broken = got["broken"]
+    assert [a["outcome"] for a in broken["attempts"]] == ["crashed", "crashed"]
+    assert "failed again, same signature" in broken["confirmation"]
+    assert got["steady"]["outcome"] == "passed" and len(got["steady"]["attempts"]) == 1
+    row = next(r for r in results["results"] if r["case_id"] == "flake")
+    assert row["outcome"] == "flaky" and row["error"].startswith("flaky")
+    # Second night, --allow-flaky: the flake alone does not fail the run; the history counts it.
+    second = [flaky_case("flake"), case("steady")]
+    code2, r2, run2, err = night(tmp_path, 2, second, "--allow-flaky")
+    assert code2 == 0, err
+    assert by_id(r2)["flake"]["flake_rate"] == {"flaky": 2, "nights": 2}
+    assert "flaky in 2 of the last 2 nights" in (run2 / "summary.md").read_text()
+    hist = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "history", "flake", "--out", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "flaky in 2 of the last 2 nights" in hist.stdout
+    # confirm_failures 0: the first crash is the verdict.
+    code3, r3, _, err = night(tmp_path, 3, [flaky_case("flake")], confirm_failures=0)
+    assert code3 == 1, err
+    assert by_id(r3)["flake"]["outcome"] == "crashed"
+    assert len(by_id(r3)["flake"]["attempts"]) == 1
+
+
+def test_same_oom_text_shares_a_signature_and_a_known_failure_is_marked(tmp_path: Path) -> None:
+    # Both OOM with torch's text on budgets of different sizes: one signature. One rung each
+    # (the ladder would only OOM again, slower).
+    one = [{"name": "as-configured"}]
+    cases = [
+        case("oom_a", vram_gib=0.0005, ladder=one),
+        case("oom_b", vram_gib=0.0007, ladder=one),
+    ]
+    (tmp_path / "known_failures.json").write_text(
+        json.dumps(
+            {
+                "known_failures": [
+                    {
+                        "regex": "OutOfMemoryError",
+                        "issue": "https://github.com/example/lab/issues/7",
+                        "note": "tiny budget on purpose",
+                    }
+                ]
+            }
+        )
+    )
+    code, results, run_dir, err = night(tmp_path, 1, cases)
+    assert code == 1, err
+    a, b = by_id(results)["oom_a"], by_id(results)["oom_b"]
+    assert a["outcome"] == b["outcome"] == "oom"
+    assert a["failure_signature_id"] == b["failure_signature_id"]
+    sig = a["failure_signature"]
+    assert sig.startswith("oom in ") and "OutOfMemoryError" in sig and "<N>" in sig
+    assert a["attempts"][0]["reason"] != b["attempts"][0]["reason"]  # the budgets differ
+    assert a["known_failure"]["issue"] == "https://github.com/example/lab/issues/7"
+    summary = (run_dir / "summary.md").read_text()
+    assert f"2 cases: `{sig.partition(': ')[2]}`" in summary
+    assert "known: https://github.com/example/lab/issues/7" in summary
+    # Only known (or already failing) failures: --fail-on-new-only passes the night.
+    code2, _, _, err = night(tmp_path, 2, cases, "--fail-on-new-only")
+    assert code2 == 0, err
+
+
+def test_a_known_failures_file_that_does_not_parse_is_exit_2_naming_file_and_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "known_failures.json").write_text('{"known_failures": [\n  {"regex": "x",}\n]}')
+    suite = write_suite(tmp_path, [case("steady")])
+    r = subprocess.run(
+        lab_argv("nightly", suite, tmp_path / "runs", "netns"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert f"{tmp_path / 'known_failures.json'}:2:" in r.stderr
+    assert not list((tmp_path / "runs").glob("*/results.json"))  # nothing ran
