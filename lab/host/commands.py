@@ -14,10 +14,20 @@ from pathlib import Path
 
 from lab.config import Case, LoadedSuite, load_suite
 from lab.errors import LabError
+from lab.host.plan import (
+    DEFAULT_CONFIG,
+    REFERENCE_CONFIG,
+    RunContext,
+    attempt_request,
+    config_path,
+    find_case,
+    plan_cases,
+    repro_suite,
+    select_cases,
+)
 from lab.host.runtimes.registry import RUNTIME_NAMES
 
-DEFAULT_CONFIG = "configs/nightly.json"
-REFERENCE_CONFIG = "configs/reference.json"
+find_cases = find_case  # the old name, for one session (#14)
 
 
 def positive_float(text: str) -> float:
@@ -119,10 +129,6 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --- inputs ---------------------------------------------------------------------------------------
-def _config_path(arg: str | None) -> str:
-    return arg or DEFAULT_CONFIG
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.configs:
@@ -196,27 +202,8 @@ def _out_root(out: str) -> Path:
     return root
 
 
-def find_cases(loaded: LoadedSuite, target: str) -> Case:
-    """A case by id, alias or model id; ambiguous or unknown → LabError listing candidates."""
-    t = target.lower()
-    exact = [c for c in loaded.suite.cases if t in (n.lower() for n in c.names())]
-    if len(exact) == 1:
-        return exact[0]
-    partial = exact or [c for c in loaded.suite.cases if any(t in n.lower() for n in c.names())]
-    if len(partial) == 1:
-        return partial[0]
-    listing = "\n".join(
-        f"  {c.id}  (aliases: {', '.join(c.aliases) or '-'}; model {c.model})"
-        for c in (partial or loaded.suite.cases)
-    )
-    what = "is ambiguous" if partial else "matches no case"
-    raise LabError(f"{target!r} {what} in {loaded.path}; candidates:\n{listing}")
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    from lab.host.run import plan_cases
-
-    loaded = load_suite(_config_path(args.config))
+    loaded = load_suite(config_path(args.config))
     gpus = resolve_gpus(args.gpus)
     plans = plan_cases(loaded, loaded.suite.cases, gpus, None)
     print(f"{'case':34} {'gpus':>4}  {'frameworks':22} {'aliases':18} here")
@@ -241,7 +228,7 @@ def run_suite(
     dry_run: bool = False,
 ) -> int:
     from lab.host.progress import LogFollower, Progress
-    from lab.host.run import CasePlan, Nightly, RunOptions, install_signal_handlers, plan_cases
+    from lab.host.run import Nightly, RunOptions, install_signal_handlers
     from lab.host.runtimes.base import LABEL_RUN, places_work  # noqa: F401 - labels there
     from lab.results.store import RunDir, new_run_id
     from lab.results.triage import gating_failures, load_known_failures, sign_failures
@@ -250,10 +237,11 @@ def run_suite(
     lab_places = places_work(runtime)
     # Slurm places attempts on its nodes' GPUs: this host's GPUs take no part.
     gpus = resolve_gpus(getattr(args, "gpus", None)) if lab_places else []
-    plans: list[CasePlan] = plan_cases(loaded, cases, gpus, vram_gib, lab_places)
+    plans = plan_cases(loaded, cases, gpus, vram_gib, lab_places)
     known = load_known_failures(loaded.config_dir)  # a bad file stops the run before it starts
     if dry_run:
-        return _dry_run(loaded, plans, runtime, gpus)
+        ctx = RunContext(loaded, gpus, Path("runs/DRY-RUN").resolve(), "DRY-RUN", lab_places)
+        return _dry_run(ctx, plans, runtime)
     root = _out_root(args.out)
     if hasattr(runtime, "check_out_root"):  # Slurm: the nodes must see the run directory
         runtime.check_out_root(root)
@@ -281,7 +269,8 @@ def run_suite(
         p0 = plans[0]
         if not p0.skip_reason:
             rung = p0.ladder.rungs[0]
-            _, req = nightly.build_request(p0, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
+            gpu_ids = [g.index for g in gpus[: rung.num_gpus]]
+            _, req = attempt_request(nightly.ctx, p0, rung, 1, gpu_ids)
             print(
                 f"lab repro: the sandbox, by hand:\n  {runtime.repro_command(req)}", file=sys.stderr
             )
@@ -375,29 +364,16 @@ def _print_summary(results, run_dir: Path) -> None:
     con.print(f"  results: {run_dir}")
 
 
-def _dry_run(loaded: LoadedSuite, plans, runtime, gpus) -> int:
+def _dry_run(ctx: RunContext, plans, runtime) -> int:
     from lab.frameworks import server_command
-    from lab.host.progress import Progress
-    from lab.host.run import Nightly, RunOptions
 
-    fake = Nightly(
-        loaded,
-        plans,
-        runtime,
-        gpus,
-        Path("runs/DRY-RUN").resolve(),
-        "DRY-RUN",
-        RunOptions(out_root=Path("runs")),
-        Progress(live=False),
-    )
     for p in plans:
         print(f"== {p.case.id} ({p.case.num_gpus} GPU(s), image {p.image})")
         if p.skip_reason:
             print(f"   skipped: {p.skip_reason}")
             continue
         rung = p.ladder.rungs[0]
-        want = rung.num_gpus
-        spec, req = fake.build_request(p, rung, 1, [g.index for g in gpus[:want]])
+        spec, req = attempt_request(ctx, p, rung, 1, [g.index for g in ctx.gpus[: rung.num_gpus]])
         for fw in p.frameworks:
             print(f"   {fw}: {shlex.join(server_command(spec, fw))}")
         if p.case.kind == "test":
@@ -434,23 +410,8 @@ def _clean_leftovers(runtime, root: Path) -> None:
         print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
 
 
-def select_cases(loaded: LoadedSuite, wanted: list[str] | None) -> list[Case]:
-    """`--case ID …`: exact ids, in the suite's order; an unknown one names the suite's cases."""
-    cases = loaded.suite.cases
-    if not wanted:
-        return cases
-    known = {c.id for c in cases}
-    unknown = [c for c in wanted if c not in known]
-    if unknown:
-        raise LabError(
-            f"--case {', '.join(unknown)}: no such case in {loaded.path}; "
-            f"cases: {', '.join(sorted(known))}"
-        )
-    return [c for c in cases if c.id in wanted]
-
-
 def cmd_nightly(args: argparse.Namespace) -> int:
-    loaded = load_suite(_config_path(args.config))
+    loaded = load_suite(config_path(args.config))
     cases = select_cases(loaded, args.cases)
     return run_suite(
         loaded, cases, args, fail_on_degraded=args.fail_on_degraded, dry_run=args.dry_run
@@ -458,33 +419,15 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    loaded = _repro_suite(args.config, args.target)
-    case = find_cases(loaded, args.target)
+    loaded = repro_suite(args.config, args.target)
+    case = find_case(loaded, args.target)
     if args.shell:
         return _repro_shell(loaded, case, args)
     print(f"lab repro: {case.id} from {loaded.path}", file=sys.stderr)
     return run_suite(loaded, [case], args, vram_gib=args.vram_gib)
 
 
-def _repro_suite(config: str | None, target: str) -> LoadedSuite:
-    """The suite named, else the first shipped suite that knows the target."""
-    if config:
-        return load_suite(config)
-    for path in (DEFAULT_CONFIG, REFERENCE_CONFIG):
-        if Path(path).exists():
-            loaded = load_suite(path)
-            try:
-                find_cases(loaded, target)
-                return loaded
-            except LabError:
-                continue
-    return load_suite(DEFAULT_CONFIG)
-
-
 def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> int:
-    from lab.host.progress import Progress
-    from lab.host.run import Nightly, RunOptions, plan_cases
-
     gpus = resolve_gpus(args.gpus)
     plan = plan_cases(loaded, [case], gpus, args.vram_gib)[0]
     if plan.skip_reason:
@@ -497,21 +440,13 @@ def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> i
         )
     _check_images(runtime, [plan])
     root = _out_root(args.out)
+    from lab.host.runtimes.base import places_work
     from lab.results.store import RunDir, new_run_id
 
     run_dir = RunDir.create(root, new_run_id())
-    n = Nightly(
-        loaded,
-        [plan],
-        runtime,
-        gpus,
-        run_dir.path,
-        run_dir.run_id,
-        RunOptions(out_root=root),
-        Progress(live=False),
-    )
+    ctx = RunContext(loaded, gpus, run_dir.path, run_dir.run_id, places_work(runtime))
     rung = plan.ladder.rungs[0]
-    spec, req = n.build_request(plan, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
+    spec, req = attempt_request(ctx, plan, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
     from lab.files import write_json_atomic
 

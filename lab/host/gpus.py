@@ -28,6 +28,12 @@ class GpuInfo:
     pci_bus_id: str = ""
 
 
+def visible_devices(infos: list[GpuInfo], gpus: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for these GPUs: UUIDs when NVML knows them all, else indices."""
+    uuids = [g.uuid for g in infos if g.uuid]
+    return ",".join(uuids) if gpus and len(uuids) == len(gpus) else ",".join(map(str, gpus))
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

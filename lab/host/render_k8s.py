@@ -1,7 +1,7 @@
 """`lab render k8s`: one Kubernetes Job per case, running the attempt the nightly would run first.
 
-The spec inside each Job is built by the nightly's own code (`plan_cases`, then
-`Nightly.build_request` for rung 1), so a Job runs exactly what `lab nightly` would start in its
+The spec inside each Job is built by the nightly's own code (lab/host/plan.py: `plan_cases`,
+then `attempt_request` for rung 1), so a Job runs exactly what `lab nightly` would start in its
 first sandbox; only the paths differ, because the suite is placed where the pod sees it:
 
   /etc/nightly-lab/config   the suite's folder (a ConfigMap), read-only, like docker's bind
@@ -34,6 +34,14 @@ from lab.contract import SPEC_FILE, AttemptSpec
 from lab.errors import ConfigError, LabError
 from lab.files import write_atomic
 from lab.host.gpus import GpuInfo
+from lab.host.plan import (
+    RunContext,
+    attempt_bound_s,
+    attempt_request,
+    config_path,
+    plan_cases,
+    select_cases,
+)
 from lab.host.runtimes.base import (
     LABEL_ATTEMPT,
     LABEL_CASE,
@@ -104,11 +112,10 @@ class RenderedCase:
 
 
 def cmd_render_k8s(args: argparse.Namespace) -> int:
-    from lab.host.commands import _config_path, select_cases
     from lab.results.store import new_run_id
 
     require_client()
-    loaded = load_suite(_config_path(args.config))
+    loaded = load_suite(config_path(args.config))
     cases = select_cases(loaded, args.cases)
     run_id = args.run_id or new_run_id()
     out = Path(args.out) if args.out else Path("runs") / f"k8s-{run_id}"
@@ -190,9 +197,6 @@ def build_specs(
     The suite is relocated to where the pod sees it, so every path in the spec is a pod path.
     The cluster's GPUs are unknown here: a stand-in inventory as large as the largest case asks
     (no UUIDs, so CUDA_VISIBLE_DEVICES is 0..k-1, what the device plugin's container sees)."""
-    from lab.host.progress import Progress
-    from lab.host.run import Nightly, RunOptions, plan_cases
-
     pod_loaded = loaded.model_copy(update={"path": POD_CONFIG_DIR / loaded.path.name})
     if loaded.suite.test_image_path:
         img = (loaded.config_dir / loaded.suite.test_image_path).resolve()
@@ -215,16 +219,7 @@ def build_specs(
         for i in range(len(fake), need)
     ]
     run_dir = POD_RESULTS_ROOT / run_id
-    nightly = Nightly(
-        pod_loaded,
-        plans,
-        _NoRuntime(),  # type: ignore[arg-type] - build_request never asks the runtime
-        fake,
-        run_dir,
-        run_id,
-        RunOptions(out_root=POD_RESULTS_ROOT),
-        Progress(live=False),
-    )
+    ctx = RunContext(pod_loaded, fake, run_dir, run_id)
     out: dict[str, tuple[AttemptSpec, SandboxRequest]] = {}
     for p in plans:
         if p.skip_reason or not p.ladder.rungs:
@@ -243,12 +238,8 @@ def build_specs(
                 "name a container image the cluster can pull",
             )
         rung = p.ladder.rungs[0]
-        out[p.case.id] = nightly.build_request(p, rung, 1, list(range(rung.num_gpus)))
+        out[p.case.id] = attempt_request(ctx, p, rung, 1, list(range(rung.num_gpus)))
     return out
-
-
-class _NoRuntime:
-    name = "kubernetes"
 
 
 # --- one case -------------------------------------------------------------------------------------
@@ -416,7 +407,7 @@ def case_objects(
         share_process_namespace=True,
         automount_service_account_token=False,  # the sandbox has no business with the API
         enable_service_links=False,  # no service variables: the environment is the spec's
-        active_deadline_seconds=math.ceil(_attempt_bound(spec)),
+        active_deadline_seconds=math.ceil(attempt_bound_s(spec)),
         termination_grace_period_seconds=math.ceil(_stop_grace()),
         security_context=k.V1PodSecurityContext(
             run_as_non_root=True,
@@ -460,12 +451,6 @@ def _pod_env(spec: AttemptSpec) -> dict[str, str]:
         # a pod that asked for no GPU would otherwise see every one.
         env["NVIDIA_VISIBLE_DEVICES"] = "void"
     return env
-
-
-def _attempt_bound(spec: AttemptSpec) -> float:
-    from lab.host.run import attempt_bound_s
-
-    return attempt_bound_s(spec)
 
 
 def _stop_grace() -> float:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fnmatch
-import os
-import re
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import __version__
-from lab.config import Case, LoadedSuite
+from lab.config import LoadedSuite
 from lab.contract import (
     EXIT_BAD_SPEC,
     AttemptResult,
@@ -29,40 +26,30 @@ from lab.contract import (
 )
 from lab.errors import LabError
 from lab.files import write_json_atomic
-from lab.host.gpus import GpuInfo
-from lab.host.ladder import LadderPlan, PlannedRung, case_outcome, climb, plan_ladder
+from lab.host.gpus import GpuInfo, visible_devices  # noqa: F401 - re-export, see below
+from lab.host.ladder import PlannedRung, case_outcome, climb
+from lab.host.plan import (  # noqa: F401 - re-exports, see below
+    SGLANG_TAG,
+    UNBOUNDED,
+    CasePlan,
+    RunContext,
+    attempt_bound_s,
+    attempt_request,
+    default_image,
+    plan_cases,
+    sandbox_env,
+)
 from lab.host.progress import Progress
-from lab.host.runtimes.base import Runtime, SandboxExit, SandboxRequest, places_work
+from lab.host.runtimes.base import Runtime, SandboxExit, places_work
 from lab.host.scheduler import Cancelled, ResourcePool
-from lab.host.vram import plan_vram
-from lab.redact import is_secret_name
 from lab.results.model import CaseResult, RunResults
 from lab.results.store import run_commit
 
+# SGLANG_TAG, UNBOUNDED, default_image, plan_cases, sandbox_env and visible_devices moved to
+# lab/host/plan.py and lab/host/gpus.py (#14); re-exported above for one session, so branches
+# landing alongside keep importing them from here. Import them from their new home.
+
 STOP_GRACE_S = 10.0
-UNBOUNDED = 1 << 30  # GPUs "here" when the runtime places work: the cluster decides what fits
-_ENV_REF = re.compile(r"\$\{(\w+)\}")
-
-
-SGLANG_TAG = "v0.5.16"  # the lmsysorg/sglang release docker/build-images.sh builds on
-
-
-def default_image(framework: str) -> str:
-    """The image `make images` builds for a framework; tags carry the lab version."""
-    if framework == "sglang":
-        return f"nightly-lab/sglang:{SGLANG_TAG}-lab{__version__}"
-    return f"nightly-lab/reference:{__version__}"
-
-
-@dataclass
-class CasePlan:
-    case: Case
-    frameworks: list[str]
-    ladder: LadderPlan
-    image: str
-    vram_gib: float | None
-    skip_reason: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -71,39 +58,6 @@ class RunOptions:
     vram_gib: float | None = None  # overrides every case's vram_gib (repro)
     fail_on_degraded: bool = False
     verbose: bool = False
-
-
-def plan_cases(
-    loaded: LoadedSuite,
-    cases: list[Case],
-    gpus: list[GpuInfo],
-    vram_override: float | None,
-    lab_places: bool = True,
-) -> list[CasePlan]:
-    """What will run, and what is skipped with which reason, without starting anything.
-
-    lab_places=False (Slurm places the jobs): this machine's GPU count limits nothing."""
-    plans = []
-    for case in cases:
-        fws = case.runnable_frameworks if case.kind != "test" else []
-        unsupported = [f for f in case.frameworks if f not in fws]
-        first = fws[0] if fws else "reference"
-        cfg_image = case.frameworks[first].image if fws else None
-        image = cfg_image or case.image or loaded.suite.image or default_image(first)
-        vram = vram_override if vram_override is not None else case.vram_gib
-        plan = CasePlan(case, fws, LadderPlan([]), image, vram)
-        if unsupported:
-            plan.notes.append(f"framework(s) {', '.join(unsupported)} not supported by the lab")
-        if case.kind != "test" and not fws:
-            plan.skip_reason = f"no framework the lab can run ({', '.join(unsupported)})"
-        elif lab_places and case.num_gpus > len(gpus):
-            have = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s")
-            plan.skip_reason = f"needs {case.num_gpus} GPUs, this machine has {have}"
-        else:
-            plan.ladder = plan_ladder(loaded, case, fws, len(gpus) if lab_places else UNBOUNDED)
-            plan.notes.extend(f"ladder rung skipped: {s}" for s in plan.ladder.skipped)
-        plans.append(plan)
-    return plans
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -131,11 +85,12 @@ class Nightly:
     ) -> None:
         self.loaded, self.plans, self.runtime, self.gpus = loaded, plans, runtime, gpus
         self.run_dir, self.run_id, self.opts, self.progress = run_dir, run_id, opts, progress
+        self.ctx = RunContext(loaded, gpus, run_dir, run_id, places_work(runtime))
         cap_malloc_arenas()
         # `local` has no network isolation: servers share the host's ports, so one at a time.
         self._exclusive = runtime.name == "local"
         # Slurm places attempts itself: no local GPU pool, only a bound on jobs in flight.
-        self._lab_places = places_work(runtime)
+        self._lab_places = self.ctx.lab_places
         if self._lab_places:
             self.pool = ResourcePool(
                 [g.index for g in gpus], 1 if self._exclusive else loaded.suite.cpu_concurrency
@@ -287,68 +242,6 @@ class Nightly:
         return self._image_ids[image]
 
     # --- one attempt ------------------------------------------------------------------------------
-    def build_request(
-        self, plan: CasePlan, rung: PlannedRung, attempt: int, gpus: list[int]
-    ) -> tuple[AttemptSpec, SandboxRequest]:
-        case = plan.case
-        suite = self.loaded.suite
-        infos = [g for g in self.gpus if g.index in gpus]
-        if self._lab_places or rung.num_gpus == 0:
-            ballast, vram_args = plan_vram(case.id, plan.vram_gib, infos, plan.frameworks)
-        else:  # the node fills these in from the GPUs Slurm grants (runtimes/slurm_job.py)
-            ballast, vram_args = None, {}
-        extra = {
-            fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, [])
-            for fw in [*plan.frameworks, *(k for k in vram_args if k not in plan.frameworks)]
-        }
-        out_dir = self.run_dir / "attempts" / f"{case.id}__a{attempt}"
-        test_image = None
-        if case.needs_image_input and suite.test_image_path:
-            test_image = str((self.loaded.config_dir / suite.test_image_path).resolve())
-        spec = AttemptSpec(
-            run_id=self.run_id,
-            case=case,
-            frameworks=plan.frameworks,
-            attempt=attempt,
-            rung=rung.name,
-            extra_args={k: v for k, v in extra.items() if v},
-            extra_env=rung.env,
-            num_gpus=len(gpus) if self._lab_places else rung.num_gpus,
-            gpus=gpus,
-            gpu_uuids=[g.uuid for g in infos if g.uuid],
-            vram_gib=plan.vram_gib,
-            ballast=ballast,
-            warmup_requests=case.warmup_requests
-            if case.warmup_requests is not None
-            else suite.warmup_requests,
-            measurement_repeats=case.measurement_repeats or suite.measurement_repeats,
-            startup_timeout_s=case.startup_timeout_s or suite.startup_timeout_s,
-            request_timeout_s=case.request_timeout_s or suite.request_timeout_s,
-            out_dir=str(out_dir),
-            log_dir=str(self.run_dir / "logs"),
-            config_dir=str(self.loaded.config_dir),
-            test_image_path=test_image,
-        )
-        env = sandbox_env(case, infos, gpus, suite.pass_env)
-        req = SandboxRequest(
-            run_id=self.run_id,
-            case_id=case.id,
-            attempt=attempt,
-            spec_path=out_dir / "spec.json",
-            run_dir=self.run_dir,
-            config_dir=self.loaded.config_dir,
-            gpus=gpus,
-            image=plan.image,
-            env=env,
-            model_cache=Path(suite.model_cache) if suite.model_cache else None,
-            shm_size=suite.shm_size,
-            ipc_mode=suite.ipc_mode,
-            memory_limit_mib=case.memory_limit_mib,
-            gpu_count=spec.num_gpus,
-            time_limit_s=attempt_bound_s(spec),
-        )
-        return spec, req
-
     def _run_attempt(self, plan: CasePlan, rung: PlannedRung, attempt: int) -> AttemptResult:
         case = plan.case
         key = f"{case.id}#a{attempt}"
@@ -365,7 +258,7 @@ class Nightly:
             return self._interrupted(plan, rung, attempt, started, "before")
         sandbox = None
         try:
-            spec, req = self.build_request(plan, rung, attempt, gpus)
+            spec, req = attempt_request(self.ctx, plan, rung, attempt, gpus)
             Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
             write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
             self.progress.attempt_started(case.id, attempt, rung.name, gpus)
@@ -515,39 +408,6 @@ class Nightly:
             finished_at=time.time(),
             lab_version=__version__,
         )
-
-
-def attempt_bound_s(spec: AttemptSpec) -> float:
-    """The longest an attempt may take before the host stops it: every phase at its limit."""
-    per_fw = spec.startup_timeout_s + (spec.warmup_requests + spec.measurement_repeats) * (
-        spec.request_timeout_s
-    )
-    return per_fw * max(1, len(spec.frameworks)) + 60.0
-
-
-def sandbox_env(
-    case: Case, infos: list[GpuInfo], gpus: list[int], pass_env: list[str]
-) -> dict[str, str]:
-    """What the sandbox's `lab case` gets: the GPUs, and the secrets the server needs.
-
-    Secrets travel only in the sandbox's environment, never in a file the lab writes."""
-    env: dict[str, str] = {"CUDA_VISIBLE_DEVICES": visible_devices(infos, gpus)}
-    wanted = {
-        name
-        for fw in case.frameworks.values()
-        for v in fw.extra_env.values()
-        for name in _ENV_REF.findall(v)
-    }
-    for k, v in os.environ.items():
-        if k in wanted or is_secret_name(k) or any(fnmatch.fnmatchcase(k, p) for p in pass_env):
-            env[k] = v
-    return env
-
-
-def visible_devices(infos: list[GpuInfo], gpus: list[int]) -> str:
-    """CUDA_VISIBLE_DEVICES for these GPUs: UUIDs when NVML knows them all, else indices."""
-    uuids = [g.uuid for g in infos if g.uuid]
-    return ",".join(uuids) if gpus and len(uuids) == len(gpus) else ",".join(map(str, gpus))
 
 
 def install_signal_handlers(nightly: Nightly) -> dict[int, int]:

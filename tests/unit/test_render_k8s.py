@@ -18,9 +18,8 @@ from lab.cli import main
 from lab.config import load_suite
 from lab.frameworks import get_framework
 from lab.host.gpus import GpuInfo
-from lab.host.progress import Progress
+from lab.host.plan import RunContext, attempt_bound_s, attempt_request, plan_cases
 from lab.host.render_k8s import POD_CONFIG_DIR, POD_RESULTS_ROOT
-from lab.host.run import Nightly, RunOptions, attempt_bound_s, plan_cases
 from lab.host.runtimes.base import LABEL_ATTEMPT, LABEL_CASE, LABEL_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,18 +55,9 @@ def nightly_spec(config: Path, case_id: str) -> dict[str, Any]:
     case = loaded.case(case_id)
     gpus = [GpuInfo(i, "H200", "", math.inf) for i in range(8)]
     plan = plan_cases(loaded, [case], gpus, None)[0]
-    n = Nightly(
-        loaded,
-        [plan],
-        type("Rt", (), {"name": "docker"})(),  # type: ignore[arg-type]
-        gpus,
-        Path("/x/runs") / RUN_ID,
-        RUN_ID,
-        RunOptions(out_root=Path("/x/runs")),
-        Progress(live=False),
-    )
+    ctx = RunContext(loaded, gpus, Path("/x/runs") / RUN_ID, RUN_ID)
     rung = plan.ladder.rungs[0]
-    spec, _ = n.build_request(plan, rung, 1, list(range(rung.num_gpus)))
+    spec, _ = attempt_request(ctx, plan, rung, 1, list(range(rung.num_gpus)))
     return spec.model_dump(mode="json")
 
 

@@ -13,8 +13,7 @@ from lab.config import SlurmSettings, load_suite
 from lab.contract import Outcome
 from lab.errors import ConfigError, LabError
 from lab.host.gpus import GpuInfo
-from lab.host.progress import Progress
-from lab.host.run import Nightly, RunOptions, plan_cases
+from lab.host.plan import RunContext, attempt_request, plan_cases
 from lab.host.runtimes.base import SandboxRequest, places_work
 from lab.host.runtimes.slurm import (
     JobState,
@@ -156,17 +155,8 @@ def test_node_plans_the_vram_ballast_for_the_gpus_it_got(tmp_path: Path) -> None
         )
     )
     plans = plan_cases(loaded, loaded.suite.cases, [], None, lab_places=False)
-    nightly = Nightly(
-        loaded,
-        plans,
-        SlurmRuntime(),
-        [],
-        tmp_path / "run",
-        "r",
-        RunOptions(out_root=tmp_path),
-        Progress(live=False),
-    )
-    spec, req = nightly.build_request(plans[0], plans[0].ladder.rungs[0], 1, [])
+    ctx = RunContext(loaded, [], tmp_path / "run", "r", places_work(SlurmRuntime()))
+    spec, req = attempt_request(ctx, plans[0], plans[0].ladder.rungs[0], 1, [])
     assert spec.num_gpus == 1 and spec.gpus == [] and spec.ballast is None  # the host can't know
     assert req.gpu_count == 1 and req.time_limit_s and req.gpus == []
     filled = fill_spec(spec, [GpuInfo(5, "H100", "GPU-5", 80 * GIB)])

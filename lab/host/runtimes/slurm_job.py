@@ -23,8 +23,7 @@ from typing import Any
 from lab.contract import AttemptSpec, load_spec
 from lab.errors import LabError
 from lab.files import read_json, write_json_atomic
-from lab.host.gpus import GpuInfo, inventory
-from lab.host.run import visible_devices
+from lab.host.gpus import GpuInfo, inventory, visible_devices
 from lab.host.runtimes.base import Runtime, Sandbox, SandboxExit, SandboxRequest
 from lab.host.runtimes.registry import get_runtime
 from lab.host.runtimes.slurm import NODE_RECORD_FILE
