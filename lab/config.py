@@ -190,6 +190,10 @@ class Case(_Strict):
     fatal_patterns: list[str] = Field(default_factory=list)
     warmup_requests: int | None = Field(None, ge=0)
     measurement_repeats: int | None = Field(None, ge=1)
+    # Repeats chosen to reach a target: measure (at least measurement_repeats) until the CI of
+    # the median allows this MDE, or measure_budget_s of measuring is spent. None: fixed repeats.
+    target_mde_pct: float | None = Field(None, gt=0)
+    measure_budget_s: float | None = Field(None, gt=0)
     memory_limit_mib: int | None = Field(None, gt=0)  # host RAM cap of the sandbox
     # kind "test": a command run in the sandbox instead of a server
     command: str | None = None
@@ -346,6 +350,8 @@ class GpuClass(_Strict):
 
 class Suite(_Strict):
     measurement_repeats: int = Field(3, ge=1)
+    target_mde_pct: float | None = Field(None, gt=0)  # every case's default (Case has the key)
+    measure_budget_s: float | None = Field(None, gt=0)
     test_image_url: str | None = None
     cases: list[Case]
     # lab keys
@@ -401,6 +407,16 @@ def check_names(cases: list[Case], path: Path) -> None:
                 msg = f"alias {alias!r} is the model id of case {models[key]!r}"
                 raise ConfigError(str(path), case.id, "aliases", msg)
             owner[key] = case.id
+
+    @model_validator(mode="after")
+    def _target_defaults(self) -> Suite:
+        # the suite's target and budget reach each case's spec through the case itself
+        for case in self.cases:
+            if case.target_mde_pct is None and self.target_mde_pct is not None:
+                case.target_mde_pct = self.target_mde_pct
+            if case.measure_budget_s is None and self.measure_budget_s is not None:
+                case.measure_budget_s = self.measure_budget_s
+        return self
 
 
 class LoadedSuite(BaseModel):

@@ -20,6 +20,10 @@ SPEC_FILE = "spec.json"
 TEST_KEY = "test"
 
 
+# target_mde_pct cases without measure_budget_s: seconds of measuring at most
+DEFAULT_MEASURE_BUDGET_S = 300.0
+
+
 class Outcome(StrEnum):
     passed = "passed"
     degraded = "degraded"  # case level only: passed on a later rung of the ladder
@@ -128,6 +132,10 @@ class FrameworkResult(_Model):
     latency_s: float | None = None
     latency_samples_s: list[float] = Field(default_factory=list)
     measurement_count: int = 0
+    # why measuring stopped: "fixed_repeats" | "target_mde_reached" | "budget_spent" |
+    # "max_measurements" (target_mde_pct cases); the MDE the samples allowed when it did
+    measurement_stop: str | None = None
+    measurement_mde_pct: float | None = None
     first_request_latency_s: float | None = None
     server_latency_s: float | None = None
     server_stage_medians_ms: dict[str, float] | None = None
@@ -158,6 +166,8 @@ class AttemptResult(_Model):
     gpus: list[int] = Field(default_factory=list)
     vram_gib: float | None = None
     extra_args: dict[str, list[str]] = Field(default_factory=dict)
+    # the attempt's own phases, outside any framework's: "ballast" (VRAM emulation held)
+    phase_timings_s: dict[str, float] = Field(default_factory=dict)
     started_at: float
     finished_at: float
     lab_version: str = ""

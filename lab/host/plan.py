@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lab import __version__
 from lab.config import Case, LoadedSuite, load_suite
-from lab.contract import AttemptSpec
+from lab.contract import DEFAULT_MEASURE_BUDGET_S, AttemptSpec
 from lab.errors import LabError
 from lab.host.gpus import GpuInfo, visible_devices
 from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
@@ -219,6 +219,8 @@ def attempt_bound_s(spec: AttemptSpec) -> float:
     per_fw = spec.startup_timeout_s + (spec.warmup_requests + spec.measurement_repeats) * (
         spec.request_timeout_s
     )
+    if spec.case.target_mde_pct is not None:  # measuring goes on up to its budget, then one more
+        per_fw += (spec.case.measure_budget_s or DEFAULT_MEASURE_BUDGET_S) + spec.request_timeout_s
     return per_fw * max(1, len(spec.frameworks)) + 60.0
 
 

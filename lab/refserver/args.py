@@ -21,6 +21,7 @@ TASK_TYPES = (
     "image-to-video",
     "text-image-to-video",
 )
+SLOWDOWN_ENV = "REFSERVER_STEP_SLOWDOWN"
 SIZE_RE = re.compile(r"^\s*(\d+)\s*[x*]\s*(\d+)\s*$")
 
 
@@ -79,7 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
         "a per-process memory fraction on CUDA",
     )
     add("--fault", default=None, help=f"one injected fault (also ${ENV_VAR}); see README")
+    add(
+        "--step-slowdown",
+        default=None,
+        metavar="PCT[:JITTER]",
+        help=f"sleep PCT %% of each measured denoising step after it (also ${SLOWDOWN_ENV}); "
+        "JITTER adds a per-request random 0..JITTER %% more",
+    )
     return p
+
+
+def parse_slowdown(spec: str) -> tuple[float, float]:
+    """`PCT[:JITTER]` as two numbers >= 0; ValueError naming the format."""
+    pct, _, jitter = spec.partition(":")
+    try:
+        values = float(pct), float(jitter or 0)
+    except ValueError:
+        values = (-1.0, -1.0)
+    if min(values) < 0:
+        raise ValueError(f"expected PCT[:JITTER] with numbers >= 0, got {spec!r}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,10 @@ class ServerConfig:
     dtype: str
     device_memory_gib: float | None
     fault: Fault | None = None
+    # a real slowdown of real work (benchmarks/regression_power.py): every denoising step is
+    # followed by a sleep of this percent of its own measured time, plus 0..jitter % per request
+    step_slowdown_pct: float = 0.0
+    step_jitter_pct: float = 0.0
 
     @property
     def preset(self) -> Preset:
@@ -140,6 +164,13 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             fault = parse_fault(fault_spec)
         except ValueError as e:
             parser.error(f"bad fault {fault_spec!r}: {e}")
+    slow_spec = ns.step_slowdown if ns.step_slowdown is not None else os.environ.get(SLOWDOWN_ENV)
+    slowdown = (0.0, 0.0)
+    if slow_spec:
+        try:
+            slowdown = parse_slowdown(slow_spec)
+        except ValueError as e:
+            parser.error(f"bad --step-slowdown: {e}")
     num_gpus = ns.num_gpus if ns.num_gpus is not None else ns.cfg_parallel_size
     if num_gpus < 1:
         parser.error("--num-gpus must be at least 1")
@@ -180,4 +211,6 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         dtype=ns.dtype,
         device_memory_gib=ns.device_memory_gib,
         fault=fault,
+        step_slowdown_pct=slowdown[0],
+        step_jitter_pct=slowdown[1],
     )

@@ -10,6 +10,7 @@ with the predictions exchanged every step. Every stage charges the rank's Device
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -151,6 +152,7 @@ class Pipeline:
         self.scheduler_config = FlowMatchEulerDiscreteScheduler(shift=SCHEDULER_SHIFT).config
         self.lifetime_peak = self.ledger.peak
         self.build_s = time.perf_counter() - started
+        self._jitter = random.Random()  # seeded by the OS: noise, unlike the job's seeded work
 
     def weights_of(self, name: str) -> int:
         w = self.weights
@@ -189,6 +191,12 @@ class Pipeline:
         if self.device.type == "cuda":
             result.device_peak_mib = [round(r[1], 3) for r in every]
         return result
+
+    def _slowdown_fraction(self) -> float:
+        """This request's injected slowdown (--step-slowdown), a fraction of each step's time."""
+        c = self.config
+        jitter = self._jitter.uniform(0.0, c.step_jitter_pct) if c.step_jitter_pct else 0.0
+        return (c.step_slowdown_pct + jitter) / 100.0
 
     def _prompts(self, job: GenerationJob) -> list[str]:
         if not job.cfg:
@@ -235,11 +243,14 @@ class Pipeline:
             del noise
             scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
             scheduler.set_timesteps(job.steps, device=dev)
+            slowdown = self._slowdown_fraction()
             for t in scheduler.timesteps:
                 step_started = self._clock()
                 act = budget.denoise_activations(p, batch, tokens, el)
                 with led.hold("denoise activations", act):
                     x = self._step(job, scheduler, t, x, cond, embeds, pooled, img_ids, txt_ids)
+                if slowdown:
+                    time.sleep((self._clock() - step_started) * slowdown)
                 result.denoise_steps_ms.append((self._clock() - step_started) * 1e3)
         led.free("text embeddings")
         led.free("reference latents")

@@ -22,7 +22,15 @@ import requests
 
 from lab import __version__, e2e
 from lab.config import Case
-from lab.contract import TEST_KEY, AttemptResult, AttemptSpec, FrameworkResult, Outcome, Phase
+from lab.contract import (
+    DEFAULT_MEASURE_BUDGET_S,
+    TEST_KEY,
+    AttemptResult,
+    AttemptSpec,
+    FrameworkResult,
+    Outcome,
+    Phase,
+)
 from lab.files import write_atomic, write_json_atomic
 from lab.frameworks import get_framework, server_command
 from lab.frameworks.args import merge_args
@@ -37,6 +45,8 @@ HEALTH_POLL_S = 0.02  # sglang's runner polls every 2 s; we poll 100x faster
 GUARD_POLL_S = 0.02
 STOP_GRACE_S = 3.0  # sglang waits 30 s before KILL
 GPU_RELEASE_TIMEOUT_S = 60.0
+# target_mde_pct cases: measuring stops at the target, the budget, or this many samples
+MAX_MEASUREMENTS = 1000
 # Environment variables worth recording with the command line (beside the case's extra_env).
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES",
@@ -78,6 +88,7 @@ class Attempt:
         self.devices = spec.gpu_uuids if self.nvml.ok else []
         self.server: ServerProcess | None = None
         self._ballast: subprocess.Popen[str] | None = None
+        self.phase_timings_s: dict[str, float] = {}
 
     # --- entry --------------------------------------------------------------------------------
     def run(self) -> AttemptResult:
@@ -131,6 +142,7 @@ class Attempt:
             gpus=self.spec.gpus,
             vram_gib=self.spec.vram_gib,
             extra_args=self.spec.extra_args,
+            phase_timings_s=self.phase_timings_s,
             started_at=started,
             finished_at=time.time(),
             lab_version=__version__,
@@ -374,7 +386,25 @@ class Attempt:
         perf_dir.mkdir(parents=True, exist_ok=True)
         perfs: list[dict[str, Any]] = []
         rates: list[float] = []  # output tokens per second, LLM servers
-        for i, prompt in enumerate(sized_prompts(self.case.prompt, self.spec.measurement_repeats)):
+        target = self.case.target_mde_pct
+        if target is not None:
+            from lab.results import stats  # numpy/scipy: only when a target needs them
+        count = self.spec.measurement_repeats if target is None else MAX_MEASUREMENTS
+        budget = self.case.measure_budget_s or DEFAULT_MEASURE_BUDGET_S
+        started = time.monotonic()
+        res.measurement_stop = "fixed_repeats" if target is None else "max_measurements"
+        for i, prompt in enumerate(sized_prompts(self.case.prompt, count)):
+            if target is not None and i >= max(self.spec.measurement_repeats, 3):
+                mde = stats.sample_mde_pct(res.latency_samples_s)
+                res.measurement_mde_pct = None if mde is None else round(mde, 2)
+                if mde is not None and mde <= target:
+                    res.measurement_stop = "target_mde_reached"
+                    break
+                # stop before a request the budget cannot fit (at the median's pace)
+                pace = statistics.median(res.latency_samples_s)
+                if time.monotonic() - started + pace > budget:
+                    res.measurement_stop = "budget_spent"
+                    break
             dump = perf_dir / f"{fw}_{i + 1}.json"
             out = self._guarded(
                 lambda p=prompt, d=dump: client.send(p, d), self.spec.request_timeout_s
@@ -490,6 +520,7 @@ class Attempt:
             "--devices",
             ",".join(map(str, b.devices)),
         ]
+        t0 = time.monotonic()
         self._ballast = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -502,6 +533,7 @@ class Attempt:
         for line in self._ballast.stdout:
             lines.append(line.strip())
             if line.startswith(ballast_mod.READY):
+                self.phase_timings_s["ballast"] = round(time.monotonic() - t0, 3)
                 return
         self._ballast.wait()
         raise AttemptEnded(

@@ -206,3 +206,35 @@ def test_video_case_checks_frame_count(tmp_path: Path) -> None:
     code, res, _ = run_case(tmp_path, case)
     assert (code, res["outcome"]) == (0, "passed")
     assert res["frameworks"][0]["artifact"].endswith((".gif", ".apng", ".mp4"))
+
+
+@pytest.mark.slow
+def test_target_mde_stops_early_on_a_quiet_server_and_at_the_budget_on_a_noisy_one(
+    tmp_path: Path,
+) -> None:
+    quiet = tiny_case(target_mde_pct=30.0, measure_budget_s=60.0)
+    (tmp_path / "quiet").mkdir()
+    code, result, _ = run_case(tmp_path / "quiet", quiet, measurement_repeats=3)
+    (fr,) = result["frameworks"]
+    assert code == 0, fr["log_tail"]
+    assert fr["measurement_stop"] == "target_mde_reached", fr
+    assert 3 <= fr["measurement_count"] < 40 and fr["measurement_mde_pct"] <= 30.0
+    assert fr["phase_timings_s"]["measure"] < 60.0
+
+    # Every request sleeps a random 0..400 % more of each step: the CI never gets to 1 %.
+    serve = "--warmup-mode off --step-slowdown 0:400"
+    noisy = tiny_case(
+        target_mde_pct=1.0,
+        measure_budget_s=4.0,
+        frameworks={"reference": {"serve_args": serve}},
+    )
+    noisy["num_inference_steps"] = 8
+    (tmp_path / "noisy").mkdir()
+    code, result, _ = run_case(tmp_path / "noisy", noisy, measurement_repeats=3)
+    (fr,) = result["frameworks"]
+    assert code == 0, fr["log_tail"]
+    assert fr["measurement_stop"] == "budget_spent", fr
+    assert fr["measurement_mde_pct"] > 1.0
+    # it stops before a request the budget cannot fit: at most one median request over
+    slowest = max(fr["latency_samples_s"])
+    assert fr["phase_timings_s"]["measure"] <= 4.0 + slowest + 0.5
