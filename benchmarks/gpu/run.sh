@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU proof, on the device tool's machines (no network there): install the carried wheels,
 # start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
-#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all
+#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all | h200-stats
 # Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
 # .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
 set -uo pipefail
@@ -80,4 +80,29 @@ PY
     grep -h "memory: device" "$OUT"/h200-llm/2*/logs/*.log >>"$OUT/h200-llm-figures.txt"
     cat "$OUT/h200-llm-figures.txt"
     pack h200-llm h200-llm ;;
+  h200-stats)  # ballast start → memory held, driver API vs torch; its phase time in a ladder;
+    # the medium case with target_mde_pct 2 (repeats taken, CI and MDE reached, why it stopped)
+    PYTHONPATH=$PWD timeout 120 python3 benchmarks/gpu/ballast_time.py "$OUT/ballast-time-h200.json" \
+      --keep-gib 24 --runs 3 2>&1 | tail -n 4
+    timeout 150 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_xl_t2v_fits80_not24 \
+      --runtime netns --out "$OUT/h200-stats" 2>&1 | tail -n 12
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+d["cases"] = [dict(c, target_mde_pct=2.0, measure_budget_s=100.0) for c in d["cases"]
+              if c["id"] == "gpu_medium_t2i_1024"]
+json.dump(d, open(sys.argv[2], "w"))' configs/gpu.json configs/gpu-stats.json
+    timeout 200 python3 -m lab.cli nightly --config configs/gpu-stats.json --case gpu_medium_t2i_1024 \
+      --runtime netns --out "$OUT/h200-stats" 2>&1 | tail -n 8
+    python3 -c 'import json, glob
+for p in sorted(glob.glob("'"$OUT"'/h200-stats/*/attempts/*/result.json")):
+    r = json.load(open(p))
+    for f in r["frameworks"]:
+        print(r["case_id"], r["rung"], "ballast_s", r.get("phase_timings_s", {}).get("ballast"),
+              "n", f["measurement_count"], "stop", f.get("measurement_stop"),
+              "mde", f.get("measurement_mde_pct"))
+for p in sorted(glob.glob("'"$OUT"'/h200-stats/*/results.json")):
+    for row in json.load(open(p))["results"]:
+        print(row["case_id"], row["measurement_count"], row["latency_s"], row["latency_ci95_s"],
+              row["latency_cv_pct"], row["mde_pct"])' | tee "$OUT/h200-stats-summary.txt"
+    pack h200-stats h200-stats ;;
 esac

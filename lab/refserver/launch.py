@@ -53,8 +53,8 @@ class Launched:
             try:
                 if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return time.perf_counter() - self.started
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or too busy warming up to answer in 2 s
             time.sleep(0.05)
         raise RuntimeError(f"server not healthy within {timeout} s")
 
