@@ -42,7 +42,11 @@ class Framework:
         """The server command line: the nightly's own, then serve_args, then the ladder's flags
         (which replace a value serve_args already set)."""
         base = self.base_command(case, cfg, host, port, num_gpus)
-        return merge_args(base + cfg.serve_arg_list, extra_args)
+        return merge_args(base + self.serve_args(case, cfg), extra_args)
+
+    def serve_args(self, case: Case, cfg: FrameworkConfig) -> list[str]:
+        """The case's serve_args as they reach the command line."""
+        return cfg.serve_arg_list
 
     def health_url_path(self, cfg: FrameworkConfig) -> str:
         return self.health_path

@@ -6,7 +6,7 @@ import sys
 
 from lab.config import Case, FrameworkConfig
 from lab.frameworks.base import Framework
-from lab.frameworks.sglang import sglang_style_ports
+from lab.frameworks.sglang import sglang_style_ports, with_server_warmup_shape
 
 
 class Reference(Framework):
@@ -28,3 +28,6 @@ class Reference(Framework):
             "--task-type",
             case.task,
         ]
+
+    def serve_args(self, case: Case, cfg: FrameworkConfig) -> list[str]:
+        return with_server_warmup_shape(case, cfg.serve_arg_list)

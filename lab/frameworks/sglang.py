@@ -1,8 +1,11 @@
-"""sglang's diffusion server, launched exactly as sglang's nightly comparison launches it."""
+"""sglang's diffusion server, launched exactly as sglang's nightly comparison launches it
+(scripts/ci/utils/diffusion/run_comparison.py of sgl-project/sglang, read at commit
+03635624690c11ff6ea89d288ca1854b521d9b1c)."""
 
 from __future__ import annotations
 
 from lab.config import Case, FrameworkConfig
+from lab.frameworks.args import has_flag
 from lab.frameworks.base import Framework
 
 MASTER_PORT_OFFSET = 5
@@ -16,6 +19,20 @@ def sglang_style_ports(host: str, port: int, num_gpus: int) -> list[str]:
     if num_gpus > 1:
         args += ["--num-gpus", str(num_gpus)]
     return args
+
+
+def with_server_warmup_shape(case: Case, serve_args: list[str]) -> list[str]:
+    """sglang's nightly warms the measured shape up on the server: when serve_args ask for
+    `--warmup-mode server`, it appends `--warmup-resolutions WxH` and, for a case with frames,
+    `--warmup-num-frames N`, each unless serve_args already set it."""
+    if not has_flag(serve_args, "--warmup-mode", "server"):
+        return serve_args
+    extra: list[str] = []
+    if not has_flag(serve_args, "--warmup-resolutions"):
+        extra += ["--warmup-resolutions", f"{case.width}x{case.height}"]
+    if case.num_frames is not None and not has_flag(serve_args, "--warmup-num-frames"):
+        extra += ["--warmup-num-frames", str(case.num_frames)]
+    return serve_args + extra
 
 
 class SGLang(Framework):
@@ -33,3 +50,6 @@ class SGLang(Framework):
             case.model,
             *sglang_style_ports(host, port, num_gpus),
         ]
+
+    def serve_args(self, case: Case, cfg: FrameworkConfig) -> list[str]:
+        return with_server_warmup_shape(case, cfg.serve_arg_list)

@@ -366,13 +366,21 @@ def _print_summary(results, run_dir: Path) -> None:
 
 def _dry_run(ctx: RunContext, plans, runtime) -> int:
     from lab.frameworks import server_command
+    from lab.host.ladder import plan_ladder
 
     for p in plans:
         print(f"== {p.case.id} ({p.case.num_gpus} GPU(s), image {p.image})")
+        rung = p.ladder.rungs[0] if p.ladder.rungs else None
         if p.skip_reason:
             print(f"   skipped: {p.skip_reason}")
+            if p.frameworks:
+                # what the nightly would start on a machine with the GPUs (indexes invented)
+                rung = plan_ladder(ctx.loaded, p.case, p.frameworks, p.case.num_gpus).rungs[0]
+                spec, _ = attempt_request(ctx, p, rung, 1, list(range(rung.num_gpus)))
+                for fw in p.frameworks:
+                    print(f"   {fw} (not started): {shlex.join(server_command(spec, fw))}")
             continue
-        rung = p.ladder.rungs[0]
+        assert rung is not None
         spec, req = attempt_request(ctx, p, rung, 1, [g.index for g in ctx.gpus[: rung.num_gpus]])
         for fw in p.frameworks:
             print(f"   {fw}: {shlex.join(server_command(spec, fw))}")

@@ -1,0 +1,179 @@
+"""The lab speaks sglang's nightly dialect: its server command lines and the flags on them.
+
+Upstream facts were read from sgl-project/sglang, scripts/ci/utils/diffusion/run_comparison.py
+and comparison_configs.json at commit 03635624690c11ff6ea89d288ca1854b521d9b1c; the option list
+comes from the sglang wheel on PyPI (SGLANG_WHEEL_VERSION), read as a zip, never installed."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lab.config import load_suite
+from lab.frameworks import get_framework
+from lab.host.commandlines import suite_command_lines
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
+PINNED = DATA / "nightly_command_lines.json"
+WHEEL_CACHE = REPO / "build" / "wheels-cache"
+SGLANG_WHEEL_VERSION = "0.5.23"
+# where `sglang serve` (diffusion) declares its options: ServerArgs.add_cli_args and the CLI
+PARSER_SOURCES = (
+    "sglang/multimodal_gen/runtime/server_args/",
+    "sglang/multimodal_gen/runtime/entrypoints/cli/",
+)
+
+
+def _pinned_text(lines: dict) -> dict:
+    return {
+        case: {
+            rung: {
+                fw: shlex.join(argv).replace(sys.executable, "{python}") for fw, argv in f.items()
+            }
+            for rung, f in rungs.items()
+        }
+        for case, rungs in lines.items()
+    }
+
+
+def test_every_case_and_rung_of_the_nightly_has_its_pinned_command_line() -> None:
+    got = _pinned_text(suite_command_lines(load_suite(REPO / "configs" / "nightly.json")))
+    want = json.loads(PINNED.read_text())
+    assert set(got) == set(want), "cases differ from the pinned set"
+    for case in want:
+        assert got[case] == want[case], f"{case}: command lines moved (see {PINNED.name})"
+
+
+def test_sglang_cases_get_upstreams_warmup_shape_flags() -> None:
+    """run_comparison.py's rule: --warmup-mode server → + --warmup-resolutions WxH, and for a
+    case with num_frames + --warmup-num-frames N; a flag serve_args already set is kept."""
+    lines = suite_command_lines(load_suite(DATA / "sglang_comparison_configs.json"))
+    t2i = lines["flux1_dev_t2i_1024"]["as-configured"]["sglang"]
+    assert t2i[-2:] == ["--warmup-resolutions", "1024x1024"]
+    assert "--warmup-num-frames" not in t2i
+    video = lines["wan22_t2v_a14b_720p"]["as-configured"]["sglang"]
+    assert video[-4:] == ["--warmup-resolutions", "1280x720", "--warmup-num-frames", "81"]
+    # every upstream case warms up on the server, so every line carries the shape
+    assert all(
+        "--warmup-resolutions" in rungs["as-configured"]["sglang"] for rungs in lines.values()
+    )
+
+
+def test_warmup_shape_is_not_added_twice_nor_without_server_warmup(tmp_path: Path) -> None:
+    cases = [
+        ("given", "--warmup-mode=server --warmup-resolutions 64x64 --warmup-num-frames=4"),
+        ("request", "--warmup-mode request"),
+        ("none", ""),
+    ]
+    suite = {
+        "cases": [
+            {
+                "id": cid,
+                "model": "m/x",
+                "task": "text-to-video",
+                "width": 320,
+                "height": 240,
+                "num_frames": 9,
+                "frameworks": {"sglang": {"serve_args": args}},
+            }
+            for cid, args in cases
+        ]
+    }
+    (tmp_path / "s.json").write_text(json.dumps(suite))
+    lines = suite_command_lines(load_suite(tmp_path / "s.json"))
+    given = lines["given"]["as-configured"]["sglang"]
+    assert given.count("--warmup-resolutions") == 1 and "320x240" not in given
+    assert not any(
+        a.startswith("--warmup-num-frames") and a != "--warmup-num-frames=4" for a in given
+    )
+    for cid in ("request", "none"):
+        assert "--warmup-resolutions" not in lines[cid]["as-configured"]["sglang"]
+
+
+def test_dry_run_prints_the_pinned_first_rung_even_without_gpus() -> None:
+    """`lab nightly --dry-run` on a machine without GPUs still shows what the nightly starts."""
+    config = str(DATA / "sglang_comparison_configs.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "nightly", "--config", config, "--dry-run",
+         "--runtime", "local", "--gpus", "none"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    printed = {}
+    case = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("== "):
+            case = line.split()[1]
+        elif line.startswith("   sglang (not started): "):
+            printed[case] = shlex.split(line.split(": ", 1)[1])
+    lines = suite_command_lines(load_suite(DATA / "sglang_comparison_configs.json"))
+    assert printed == {c: r["as-configured"]["sglang"] for c, r in lines.items()}
+
+
+def _sglang_wheel() -> Path:
+    wheels = sorted(WHEEL_CACHE.glob(f"sglang-{SGLANG_WHEEL_VERSION}-*.whl"))
+    if wheels:
+        return wheels[0]
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", f"sglang=={SGLANG_WHEEL_VERSION}", "--no-deps",
+         "-d", str(WHEEL_CACHE)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    wheels = sorted(WHEEL_CACHE.glob(f"sglang-{SGLANG_WHEEL_VERSION}-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        pytest.skip(
+            f"PyPI unreachable, no sglang {SGLANG_WHEEL_VERSION} wheel: {proc.stderr[-300:]}"
+        )
+    return wheels[0]
+
+
+def sglang_serve_options(wheel: Path) -> set[str]:
+    """The literal option strings of every add_argument call in `sglang serve`'s parser code."""
+    options: set[str] = set()
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if not (name.endswith(".py") and name.startswith(PARSER_SOURCES)):
+                continue
+            for node in ast.walk(ast.parse(z.read(name))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "add_argument"
+                ):
+                    options.update(
+                        a.value
+                        for a in node.args
+                        if isinstance(a, ast.Constant) and str(a.value).startswith("--")
+                    )
+    return options
+
+
+def _flags(argv: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def test_every_flag_the_lab_passes_sglang_is_in_the_real_sglang_serve_parser() -> None:
+    options = sglang_serve_options(_sglang_wheel())
+    assert {"--model-path", "--warmup-resolutions"} <= options  # the parser was found
+    used: dict[str, set[str]] = {}
+    for path in (REPO / "configs" / "nightly.json", DATA / "sglang_comparison_configs.json"):
+        for case, rungs in suite_command_lines(load_suite(path)).items():
+            for rung, fws in rungs.items():
+                if "sglang" in fws:
+                    for flag in _flags(fws["sglang"]):
+                        used.setdefault(flag, set()).add(f"{case}/{rung}")
+    # the sglang ladder, as its adapter defines it
+    sglang = get_framework("sglang")
+    for flag in _flags(shlex.split(sglang.low_vram_args)) | {"--cfg-parallel-size"}:
+        used.setdefault(flag, set()).add("sglang ladder")
+    unknown = {f: sorted(w)[:3] for f, w in used.items() if f not in options}
+    assert not unknown, f"flags sglang {SGLANG_WHEEL_VERSION}'s `serve` does not know: {unknown}"
