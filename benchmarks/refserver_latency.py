@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue  # the warmup request is discarded
                 perf = json.loads(dump.read_text())
                 client_s.append(elapsed)
-                server_ms.append(perf["total_ms"])
-                for stage, ms in perf["stages_ms"].items():
-                    stages.setdefault(stage, []).append(ms)
+                server_ms.append(perf["total_duration_ms"])
+                for stage in perf["steps"]:
+                    stages.setdefault(stage["name"], []).append(stage["duration_ms"])
     finally:
         server.stop()
         log.close()

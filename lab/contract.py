@@ -140,6 +140,10 @@ class FrameworkResult(_Model):
     server_latency_s: float | None = None
     server_stage_medians_ms: dict[str, float] | None = None
     median_denoise_step_ms: float | None = None
+    # perf dumps (sglang's API): one sample per readable dump; None where the API has none
+    server_latency_samples_s: list[float] | None = None
+    missing_perf_dumps: int = 0
+    notes: list[str] = Field(default_factory=list)  # e.g. a perf dump missing, and why
     phase_timings_s: dict[str, float] = Field(default_factory=dict)
     telemetry: Telemetry = Field(default_factory=Telemetry)
     artifact: str | None = None

@@ -102,8 +102,8 @@ def measure_mode(
                     "dtype": card["dtype"],
                     "startup_s": round(startup_s, 2),
                     "latency_s": round(latency, 3),
-                    "accounted_peak_mib": perf["accounted_peak_mib_per_rank"],
-                    "device_peak_mib": perf.get("device_peak_mib_per_rank"),
+                    "accounted_peak_mib": perf["meta"]["accounted_peak_mib_per_rank"],
+                    "device_peak_mib": perf["meta"].get("device_peak_mib_per_rank"),
                     "peak_rss_mib": [round(peak_rss_mib(pid), 1) for pid in pids],
                 }
             )

@@ -20,6 +20,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteScheduler,
 )
 
+from lab import perfdump
 from lab.refserver import budget
 from lab.refserver.api import GenerationJob
 from lab.refserver.args import ServerConfig
@@ -45,7 +46,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class RunResult:
     frames: list[np.ndarray]  # RGB uint8 (H, W, 3): n images, or one video's frames
-    stages_ms: dict[str, float] = field(default_factory=dict)
+    stages_ms: dict[str, float] = field(default_factory=dict)  # sglang's stage names
     denoise_steps_ms: list[float] = field(default_factory=list)
     accounted_peak_mib: list[float] = field(default_factory=list)  # per rank
     device_peak_mib: list[float] | None = None  # per rank, CUDA only
@@ -220,13 +221,13 @@ class Pipeline:
         ):
             embeds, pooled = m.text_encoder(m.text_encoder.tokenize(prompts, dev))
         led.alloc("text embeddings", budget.text_outputs(p, batch, el))
-        result.stages_ms["text_encode"] = (self._stage_done() - started) * 1e3
+        result.stages_ms[perfdump.TEXT_ENCODING] = (self._stage_done() - started) * 1e3
 
         cond = None
         if job.references:
             started = self._clock()
             cond = self._encode_references(job)
-            result.stages_ms["image_encode"] = (self._stage_done() - started) * 1e3
+            result.stages_ms[perfdump.IMAGE_ENCODING] = (self._stage_done() - started) * 1e3
 
         started = self._clock()
         generator = torch.Generator(device=dev).manual_seed(job.seed)
@@ -255,7 +256,7 @@ class Pipeline:
         led.free("text embeddings")
         led.free("reference latents")
         del embeds, pooled, cond
-        result.stages_ms["denoise"] = (self._stage_done() - started) * 1e3
+        result.stages_ms[perfdump.DENOISING] = (self._stage_done() - started) * 1e3
         if self.rank != 0:
             led.free("latents")
             return []
@@ -270,7 +271,7 @@ class Pipeline:
                     pixels = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                     out.append(pixels.permute(1, 2, 0).cpu().numpy())
         led.free("latents")
-        result.stages_ms["decode"] = (self._stage_done() - started) * 1e3
+        result.stages_ms[perfdump.DECODING] = (self._stage_done() - started) * 1e3
         return out
 
     def _step(

@@ -22,11 +22,13 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from lab import perfdump
 from lab.files import write_json_atomic
 from lab.refserver import api, faults
 from lab.refserver.api import GenerationJob, RequestError
@@ -146,11 +148,9 @@ class ServerState:
         if not job.perf_dump_path:
             return
         r = gen.result
-        dump: dict[str, Any] = {
-            "total_ms": round((time.perf_counter() - gen.started) * 1e3, 3),
+        # sglang's format; what sglang keeps under "meta" the lab does too
+        meta: dict[str, Any] = {
             "queue_ms": round(gen.queue_ms, 3),
-            "stages_ms": {k: round(v, 3) for k, v in r.stages_ms.items()},
-            "denoise_steps_ms": [round(v, 3) for v in r.denoise_steps_ms],
             "accounted_peak_mib": max(r.accounted_peak_mib),
             "accounted_peak_mib_per_rank": r.accounted_peak_mib,
             "model": self.config.model_path,
@@ -160,8 +160,15 @@ class ServerState:
             "num_inference_steps": job.steps,
         }
         if r.device_peak_mib is not None:
-            dump["device_peak_mib"] = max(r.device_peak_mib)
-            dump["device_peak_mib_per_rank"] = r.device_peak_mib
+            meta["device_peak_mib"] = max(r.device_peak_mib)
+            meta["device_peak_mib_per_rank"] = r.device_peak_mib
+        dump = perfdump.dump_document(
+            request_id=f"ref-{uuid.uuid4().hex[:12]}",
+            total_ms=(time.perf_counter() - gen.started) * 1e3,
+            stages_ms=r.stages_ms,
+            denoise_steps_ms=r.denoise_steps_ms,
+            meta=meta,
+        )
         try:
             write_json_atomic(job.perf_dump_path, dump)
         except OSError as e:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from lab import __version__, e2e
+from lab import __version__, e2e, perfdump
 from lab.config import Case
 from lab.contract import (
     DEFAULT_MEASURE_BUDGET_S,
@@ -414,6 +414,9 @@ class Attempt:
                 rates.append(out.output_tokens / out.latency_s)
             if out.perf:
                 perfs.append(out.perf)
+            elif client.writes_perf_dumps:
+                res.missing_perf_dumps += 1
+            res.notes.extend(n for n in out.notes if n not in res.notes)
             if run.first_output is None:
                 run.first_output = out
                 art = self.out_dir / "artifacts" / f"{self.case.id}__{fw}.{out.fmt}"
@@ -423,7 +426,8 @@ class Attempt:
         res.latency_s = round(statistics.median(res.latency_samples_s), 4)
         if rates:
             res.output_tokens_per_s = round(statistics.median(rates), 2)
-        _server_timings(res, perfs)
+        if client.writes_perf_dumps:
+            _server_timings(res, perfs)
 
     def _image_input(self) -> bytes | None:
         if not self.case.needs_image_input:
@@ -580,23 +584,18 @@ def _test_failures(res: FrameworkResult, junit: Path) -> None:
 
 
 def _server_timings(res: FrameworkResult, perfs: list[dict[str, Any]]) -> None:
-    """Server-side latency and stage medians from the perf dumps the server wrote."""
-    totals = [p["total_ms"] for p in perfs if isinstance(p.get("total_ms"), int | float)]
-    if totals:
-        res.server_latency_s = round(statistics.median(totals) / 1000.0, 4)
-    stages: dict[str, list[float]] = {}
-    steps: list[float] = []
-    for p in perfs:
-        for k, v in (p.get("stages_ms") or {}).items():
-            if isinstance(v, int | float):
-                stages.setdefault(k, []).append(float(v))
-        steps.extend(
-            float(s) for s in p.get("denoise_steps_ms") or [] if isinstance(s, int | float)
+    """Server-side latency and stage medians from the perf dumps the server wrote, as sglang's
+    nightly summarizes them."""
+    summary = perfdump.summarize(perfs)
+    res.server_latency_samples_s = summary.get("server_latency_samples_s", [])
+    res.server_latency_s = summary.get("server_latency_s")
+    res.server_stage_medians_ms = summary.get("server_stage_medians_ms")
+    res.median_denoise_step_ms = summary.get("median_denoise_step_ms")
+    if res.missing_perf_dumps:
+        res.notes.append(
+            f"{res.missing_perf_dumps}/{res.measurement_count} server perf dump(s) missing or "
+            "unreadable: server timings cover the rest"
         )
-    if stages:
-        res.server_stage_medians_ms = {k: round(statistics.median(v), 3) for k, v in stages.items()}
-    if steps:
-        res.median_denoise_step_ms = round(statistics.median(steps), 3)
 
 
 def synthetic_image(width: int, height: int) -> bytes:

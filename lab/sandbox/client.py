@@ -15,6 +15,7 @@ import requests
 
 from lab.config import Case
 from lab.frameworks.base import RequestStyle
+from lab.perfdump import parse_dump
 
 POLL_INTERVAL_S = 0.05
 DEFAULT_MAX_TOKENS = 32  # chat cases without max_tokens
@@ -89,6 +90,11 @@ class Client:
                 body[k] = v
         return body
 
+    @property
+    def writes_perf_dumps(self) -> bool:
+        """sglang's API (and the reference server's) take `perf_dump_path`; the others do not."""
+        return self.style == "openai"
+
     def send(self, prompt: str, perf_dump_path: Path | None = None) -> Output:
         t0 = time.perf_counter()
         if self.style == "chat":
@@ -102,8 +108,10 @@ class Client:
         else:
             out = self._openai_image(prompt, perf_dump_path)
         out.latency_s = time.perf_counter() - t0
-        if perf_dump_path is not None and out.kind != "text":  # LLM servers write none
-            out.perf = _read_perf_dump(perf_dump_path)
+        if perf_dump_path is not None and self.writes_perf_dumps:
+            out.perf, why = _read_perf_dump(perf_dump_path)
+            if out.perf is None:
+                out.notes.append(f"no server perf dump {perf_dump_path.name}: {why}")
         check_output(out, self.case)
         return out
 
@@ -305,17 +313,15 @@ def _video_format(raw: bytes) -> str:
     return "unknown"
 
 
-def _read_perf_dump(path: Path, wait_s: float = 2.0) -> dict[str, Any] | None:
-    """The server writes its timings after answering; wait briefly instead of racing it."""
+def _read_perf_dump(path: Path, wait_s: float = 5.0) -> tuple[dict[str, Any] | None, str]:
+    """The server writes its timings after answering; wait briefly instead of racing it, and
+    say why when none came (sglang's format, lab/perfdump.py)."""
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            try:
-                return json.loads(path.read_text())
-            except (OSError, ValueError):
-                pass
+    while True:
+        dump, why = parse_dump(path)
+        if dump is not None or time.monotonic() > deadline:
+            return dump, (f"{why} after {wait_s:g} s" if dump is None else "")
         time.sleep(0.02)
-    return None
 
 
 def check_output(out: Output, case: Case) -> None:
