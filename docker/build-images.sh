@@ -14,7 +14,8 @@
 # Usage: docker/build-images.sh [all|base|host-empty|wheelhouse|reference|sglang|hash]
 # Environment:
 #   SGLANG_IMAGE   1: build the sglang image (pulls; fails if it cannot), 0: never, unset: if possible
-#   SGLANG_TAG     the lmsysorg/sglang release to build on (default v0.5.16)
+#   SGLANG_TAG     the lmsysorg/sglang release to build on (default v + SGLANG_VERSION of
+#                  lab/frameworks/sglang.py, the one place the version is set)
 #   REFERENCE_IMAGE  repository of the reference image (default nightly-lab/reference)
 #   VENV           virtual environment whose pip builds the wheelhouse (default .venv)
 #   TORCH_SPEC     torch for the reference image (default torch==2.13.0, the CPU wheel)
@@ -31,7 +32,8 @@ BASE=nightly-lab/base:bookworm
 HOST_EMPTY=nightly-lab/host-empty:latest
 REFERENCE_REPO=${REFERENCE_IMAGE:-nightly-lab/reference}
 REFERENCE=$REFERENCE_REPO:$VERSION
-SGLANG_TAG=${SGLANG_TAG:-v0.5.16}
+SGLANG_TAG=${SGLANG_TAG:-v$(sed -n 's/^SGLANG_VERSION = "\(.*\)"$/\1/p' lab/frameworks/sglang.py)}
+[[ $SGLANG_TAG != v ]] || die "cannot read SGLANG_VERSION from lab/frameworks/sglang.py"
 SGLANG_FROM=lmsysorg/sglang:$SGLANG_TAG
 SGLANG=nightly-lab/sglang:$SGLANG_TAG-lab$VERSION
 WHEELS=build/wheelhouse

@@ -1,7 +1,7 @@
 # sglang's release image with the lab on top, so that `lab case` runs next to `sglang serve`.
 # Built by docker/build-images.sh only when the base image can be had (a registry answers).
-# v0.5.16 is a published lmsysorg/sglang release tag; override with SGLANG_TAG.
-ARG SGLANG_TAG=v0.5.16
+# docker/build-images.sh passes SGLANG_TAG (v + SGLANG_VERSION of lab/frameworks/sglang.py).
+ARG SGLANG_TAG
 FROM lmsysorg/sglang:${SGLANG_TAG}
 COPY build/wheelhouse/lab/ /tmp/lab-wheel/
 # The lab must not change the sglang stack under test: install it without its pins, then add

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-SGLANG_VERSION = "0.5.23"
+from lab.frameworks.sglang import SGLANG_VERSION
+
 VLLM_VERSION = "0.34.0"
 _LITERAL = re.compile(r"""["'](--[a-z0-9][a-z0-9-]*)["']""")
 
@@ -60,6 +62,50 @@ def sglang_options(wheel: Path) -> set[str]:
             if name.startswith("sglang/srt/arg_groups/fields/") and name.endswith(".py"):
                 flags.update(_sglang_fields(z.read(name).decode()))
     return flags
+
+
+# where `sglang serve` (diffusion) declares its options: ServerArgs.add_cli_args and its CLI
+DIFFUSION_PARSER_SOURCES = (
+    "sglang/multimodal_gen/runtime/server_args/",
+    "sglang/multimodal_gen/runtime/entrypoints/cli/",
+)
+
+
+def sglang_diffusion_options(wheel: Path) -> set[str]:
+    """`sglang serve`'s options for a diffusion model: the literal option strings of every
+    add_argument call in its parser's code (they are all literal there)."""
+    flags: set[str] = set()
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if not (name.endswith(".py") and name.startswith(DIFFUSION_PARSER_SOURCES)):
+                continue
+            for node in ast.walk(ast.parse(z.read(name))):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                    flags.update(
+                        a.value
+                        for a in node.args
+                        if isinstance(a, ast.Constant) and str(a.value).startswith("--")
+                    )
+    if "--model-path" not in flags:
+        raise ValueError(f"{wheel}: no `sglang serve` diffusion parser found")
+    return flags
+
+
+def download_sglang_wheel(folder: Path) -> Path:
+    """sglang's wheel from PyPI, cached in `folder` (pip download, no install); RuntimeError
+    saying why when PyPI cannot give it."""
+    found = sorted(folder.glob(f"sglang-{SGLANG_VERSION}-*.whl"))
+    if found:
+        return found[0]
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "download", f"sglang=={SGLANG_VERSION}", "--no-deps",
+         "-d", str(folder), "-q"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    found = sorted(folder.glob(f"sglang-{SGLANG_VERSION}-*.whl"))
+    if not found:
+        raise RuntimeError(f"cannot download sglang {SGLANG_VERSION}: {r.stderr.strip()[-300:]}")
+    return found[0]
 
 
 def vllm_options(sdist: Path) -> set[str]:

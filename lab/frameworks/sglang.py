@@ -8,6 +8,10 @@ from lab.config import Case, FrameworkConfig
 from lab.frameworks.args import has_flag
 from lab.frameworks.base import Framework
 
+# The one setting for sglang's version: the PyPI release whose wheel the tests read the `serve`
+# options from, and (as v<version>) the lmsysorg/sglang image docker/build-images.sh builds on.
+SGLANG_VERSION = "0.5.23"
+SGLANG_TAG = f"v{SGLANG_VERSION}"
 MASTER_PORT_OFFSET = 5
 SCHEDULER_PORT_OFFSET = 55
 

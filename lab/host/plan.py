@@ -17,6 +17,7 @@ from lab import __version__
 from lab.config import Case, LoadedSuite, load_suite
 from lab.contract import DEFAULT_MEASURE_BUDGET_S, AttemptSpec
 from lab.errors import LabError
+from lab.frameworks.sglang import SGLANG_TAG
 from lab.host.gpus import GpuInfo, visible_devices
 from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
 from lab.host.runtimes.base import SandboxRequest
@@ -27,8 +28,6 @@ DEFAULT_CONFIG = "configs/nightly.json"
 REFERENCE_CONFIG = "configs/reference.json"
 UNBOUNDED = 1 << 30  # GPUs "here" when the runtime places work: the cluster decides what fits
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
-
-SGLANG_TAG = "v0.5.16"  # the lmsysorg/sglang release docker/build-images.sh builds on
 
 
 # --- which cases ----------------------------------------------------------------------------------

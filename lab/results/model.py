@@ -9,7 +9,7 @@ import statistics
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase
-from lab.results import stats
+from lab.results import stats, upstream
 
 RESULTS_SCHEMA = "nightly-lab/results/v1"
 METHODOLOGY = "client-e2e-v1"
@@ -156,25 +156,10 @@ class RunResults(BaseModel):
             fresults = case.framework_results() or [None]
             for fr in fresults:
                 samples = fr.latency_samples_s if fr else []
-                error = (
-                    None
-                    if case.outcome in (Outcome.passed, Outcome.degraded)
-                    else (f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome))
-                )
                 rows.append(
                     {
                         "case_id": case.case_id,
-                        "framework": fr.framework if fr else (case.frameworks or [None])[0],
-                        "model": case.model,
-                        "task": case.task,
-                        "latency_s": fr.latency_s if fr else None,
-                        "latency_samples_s": samples,
-                        "measurement_count": fr.measurement_count if fr else 0,
-                        "error": error,
-                        "server_latency_s": fr.server_latency_s if fr else None,
-                        "server_stage_medians_ms": fr.server_stage_medians_ms if fr else None,
-                        "median_denoise_step_ms": fr.median_denoise_step_ms if fr else None,
-                        "first_request_latency_s": fr.first_request_latency_s if fr else None,
+                        **upstream.row_fields(case, fr),  # what sglang's own tools read
                         "speedup_vs_baseline": fr.speedup_vs_baseline if fr else None,
                         "psnr_vs_baseline_db": fr.psnr_vs_baseline_db if fr else None,
                         "peak_gpu_memory_mib": fr.telemetry.peak_gpu_memory_mib if fr else None,

@@ -6,8 +6,6 @@ the list config validation uses is the real one."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,12 @@ import requests
 from lab.config import Case, FrameworkConfig
 from lab.frameworks import get_framework, llm_flag_lists
 from lab.frameworks.args import flag_name
-from lab.frameworks.llm_flags import SGLANG_VERSION, VLLM_VERSION, sglang_options, vllm_options
+from lab.frameworks.llm_flags import (
+    VLLM_VERSION,
+    download_sglang_wheel,
+    sglang_options,
+    vllm_options,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "upstream"
@@ -24,29 +27,10 @@ pytestmark = pytest.mark.slow
 
 
 def _sglang_wheel() -> Path:
-    folder = CACHE / "sglang"
-    found = sorted(folder.glob(f"sglang-{SGLANG_VERSION}-*.whl"))
-    if not found:
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                f"sglang=={SGLANG_VERSION}",
-                "--no-deps",
-                "-d",
-                str(folder),
-                "-q",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        found = sorted(folder.glob(f"sglang-{SGLANG_VERSION}-*.whl"))
-        if not found:
-            pytest.skip(f"cannot download sglang {SGLANG_VERSION}: {r.stderr.strip()[-300:]}")
-    return found[0]
+    try:
+        return download_sglang_wheel(CACHE / "sglang")
+    except RuntimeError as e:
+        pytest.skip(str(e))
 
 
 def _vllm_sdist() -> Path:

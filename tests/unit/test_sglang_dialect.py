@@ -2,34 +2,29 @@
 
 Upstream facts were read from sgl-project/sglang, scripts/ci/utils/diffusion/run_comparison.py
 and comparison_configs.json at commit 03635624690c11ff6ea89d288ca1854b521d9b1c; the option list
-comes from the sglang wheel on PyPI (SGLANG_WHEEL_VERSION), read as a zip, never installed."""
+comes from the sglang wheel on PyPI (SGLANG_VERSION), read as a zip, never installed."""
 
 from __future__ import annotations
 
-import ast
 import json
+import os
 import shlex
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from lab.config import load_suite
 from lab.frameworks import get_framework
+from lab.frameworks.llm_flags import download_sglang_wheel, sglang_diffusion_options
+from lab.frameworks.sglang import SGLANG_TAG, SGLANG_VERSION
 from lab.host.commandlines import suite_command_lines
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 PINNED = DATA / "nightly_command_lines.json"
-WHEEL_CACHE = REPO / "build" / "wheels-cache"
-SGLANG_WHEEL_VERSION = "0.5.23"
-# where `sglang serve` (diffusion) declares its options: ServerArgs.add_cli_args and the CLI
-PARSER_SOURCES = (
-    "sglang/multimodal_gen/runtime/server_args/",
-    "sglang/multimodal_gen/runtime/entrypoints/cli/",
-)
+WHEEL_CACHE = REPO / "build" / "upstream" / "sglang"  # shared with test_llm_flags_real
 
 
 def _pinned_text(lines: dict) -> dict:
@@ -46,6 +41,8 @@ def _pinned_text(lines: dict) -> dict:
 
 def test_every_case_and_rung_of_the_nightly_has_its_pinned_command_line() -> None:
     got = _pinned_text(suite_command_lines(load_suite(REPO / "configs" / "nightly.json")))
+    if os.environ.get("LAB_REPIN_COMMAND_LINES") == "1":  # after a deliberate change
+        PINNED.write_text(json.dumps(got, indent=1) + "\n")
     want = json.loads(PINNED.read_text())
     assert set(got) == set(want), "cases differ from the pinned set"
     for case in want:
@@ -119,42 +116,10 @@ def test_dry_run_prints_the_pinned_first_rung_even_without_gpus() -> None:
 
 
 def _sglang_wheel() -> Path:
-    wheels = sorted(WHEEL_CACHE.glob(f"sglang-{SGLANG_WHEEL_VERSION}-*.whl"))
-    if wheels:
-        return wheels[0]
-    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", f"sglang=={SGLANG_WHEEL_VERSION}", "--no-deps",
-         "-d", str(WHEEL_CACHE)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    wheels = sorted(WHEEL_CACHE.glob(f"sglang-{SGLANG_WHEEL_VERSION}-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        pytest.skip(
-            f"PyPI unreachable, no sglang {SGLANG_WHEEL_VERSION} wheel: {proc.stderr[-300:]}"
-        )
-    return wheels[0]
-
-
-def sglang_serve_options(wheel: Path) -> set[str]:
-    """The literal option strings of every add_argument call in `sglang serve`'s parser code."""
-    options: set[str] = set()
-    with zipfile.ZipFile(wheel) as z:
-        for name in z.namelist():
-            if not (name.endswith(".py") and name.startswith(PARSER_SOURCES)):
-                continue
-            for node in ast.walk(ast.parse(z.read(name))):
-                if (
-                    isinstance(node, ast.Call)
-                    and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "add_argument"
-                ):
-                    options.update(
-                        a.value
-                        for a in node.args
-                        if isinstance(a, ast.Constant) and str(a.value).startswith("--")
-                    )
-    return options
+    try:
+        return download_sglang_wheel(WHEEL_CACHE)
+    except RuntimeError as e:
+        pytest.skip(f"PyPI unreachable: {e}")
 
 
 def _flags(argv: list[str]) -> set[str]:
@@ -162,7 +127,7 @@ def _flags(argv: list[str]) -> set[str]:
 
 
 def test_every_flag_the_lab_passes_sglang_is_in_the_real_sglang_serve_parser() -> None:
-    options = sglang_serve_options(_sglang_wheel())
+    options = sglang_diffusion_options(_sglang_wheel())
     assert {"--model-path", "--warmup-resolutions"} <= options  # the parser was found
     used: dict[str, set[str]] = {}
     for path in (REPO / "configs" / "nightly.json", DATA / "sglang_comparison_configs.json"):
@@ -176,4 +141,15 @@ def test_every_flag_the_lab_passes_sglang_is_in_the_real_sglang_serve_parser() -
     for flag in _flags(shlex.split(sglang.low_vram_args)) | {"--cfg-parallel-size"}:
         used.setdefault(flag, set()).add("sglang ladder")
     unknown = {f: sorted(w)[:3] for f, w in used.items() if f not in options}
-    assert not unknown, f"flags sglang {SGLANG_WHEEL_VERSION}'s `serve` does not know: {unknown}"
+    assert not unknown, f"flags sglang {SGLANG_VERSION}'s `serve` does not know: {unknown}"
+
+
+def test_sglang_version_is_one_setting_the_image_build_and_docs_follow() -> None:
+    """lab/frameworks/sglang.py sets it; the build script reads it, compose and README agree."""
+    assert f"v{SGLANG_VERSION}" == SGLANG_TAG
+    build = (REPO / "docker" / "build-images.sh").read_text()
+    assert "lab/frameworks/sglang.py" in build and "v0.5." not in build
+    assert "SGLANG_TAG=" not in (REPO / "docker" / "sglang.Dockerfile").read_text()
+    assert f"SGLANG_TAG:-{SGLANG_TAG}}}" in (REPO / "compose.yaml").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert f"`{SGLANG_TAG}`" in readme and f"lmsysorg/sglang:{SGLANG_TAG}" in readme
