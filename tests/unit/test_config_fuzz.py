@@ -62,8 +62,9 @@ VALUES = st.one_of(
 def paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every place in a JSON tree, the root excluded."""
     out: list[tuple[Any, ...]] = []
-    items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj)
-    for k, v in items if isinstance(obj, dict | list) else []:
+    if not isinstance(obj, dict | list):
+        return []
+    for k, v in obj.items() if isinstance(obj, dict) else enumerate(obj):
         out.append((*prefix, k))
         out += paths(v, (*prefix, k))
     return out
