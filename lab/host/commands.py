@@ -109,6 +109,14 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--limit", type=int, default=20)
     s.set_defaults(func=cmd_history)
 
+    s = sub.add_parser(
+        "compat", help="diff an upstream checkout's nightly --dry-run with the lab's"
+    )
+    s.add_argument("framework", choices=["sglang"])
+    s.add_argument("--upstream", required=True, metavar="PATH", help="an sglang checkout")
+    s.add_argument("--config", default=None, help="default: the checkout's comparison_configs.json")
+    s.set_defaults(func=_cmd_compat)
+
     s = sub.add_parser("clean", help="remove every sandbox a lab run left behind")
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_clean)
@@ -416,6 +424,12 @@ def _clean_leftovers(runtime, root: Path) -> None:
     removed = runtime.cleanup(None)
     for r in removed:
         print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
+
+
+def _cmd_compat(args: argparse.Namespace) -> int:
+    from lab.host.compat import cmd_compat
+
+    return cmd_compat(args)
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:

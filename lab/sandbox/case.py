@@ -304,7 +304,7 @@ class Attempt:
             return AttemptEnded(kind, server.fatal.line)
         code = server.poll()
         if code is not None:
-            last = next((ln for ln in reversed(server.tail_lines()) if ln.strip()), "")
+            last = telling_line(server.tail_lines())  # the log tail is kept on the result
             why = f"server exited with code {code} {phase_what}"
             return AttemptEnded(Outcome.crashed, f"{why}: {last}" if last else why, code)
         return None
@@ -486,7 +486,7 @@ class Attempt:
                 elif ended.exit_code != 0:
                     res.outcome, res.phase = Outcome.crashed, Phase.measure
                     res.reason = f"command exited with code {ended.exit_code}"
-                    last = _last_line(server.tail_lines())
+                    last = telling_line(server.tail_lines())
                     res.reason += f": {last}" if last else ""
                 break
             if time.monotonic() > deadline:
@@ -570,6 +570,21 @@ def test_env(spec: AttemptSpec) -> dict[str, str]:
 
 def _last_line(lines: list[str]) -> str:
     return next((ln for ln in reversed(lines) if ln.strip()), "")
+
+
+_TELLING = re.compile(r"\b(error|exception|fatal|panic|killed|abort(ed)?)\b", re.IGNORECASE)
+
+
+def telling_line(lines: list[str]) -> str:
+    """The line that says why a process died: the exception line of the last traceback, else
+    the last line naming an error, exception or fatal condition, else the last line."""
+    start = max((i for i, ln in enumerate(lines) if ln.startswith("Traceback (")), default=None)
+    if start is not None:
+        for ln in lines[start + 1 :]:
+            if ln.strip() and not ln[0].isspace() and not ln.startswith("Traceback ("):
+                return ln.strip()
+    hit = next((ln for ln in reversed(lines) if _TELLING.search(ln)), None)
+    return hit.strip() if hit else _last_line(lines).strip()
 
 
 def _test_failures(res: FrameworkResult, junit: Path) -> None:
