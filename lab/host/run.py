@@ -410,7 +410,7 @@ class Nightly:
         )
 
 
-def install_signal_handlers(nightly: Nightly) -> dict[int, int]:
+def install_signal_handlers(nightly: Nightly) -> dict[str, int]:
     """Ctrl-C / SIGTERM: stop the attempts, keep the results; returns the signal seen (or 0)."""
     seen = {"signal": 0}
 

@@ -1,0 +1,83 @@
+"""The layering rules of lab/, read from the source (benchmarks/module_graph.py: every import, at
+any depth, except under `if TYPE_CHECKING:`): the sandbox never imports the host, results never
+import the runtimes or the sandbox, frameworks know only config and contract, and no two lab
+modules import each other, even lazily."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_module_graph() -> ModuleType:
+    path = ROOT / "benchmarks" / "module_graph.py"
+    spec = importlib.util.spec_from_file_location("module_graph", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["module_graph"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+mg = _load_module_graph()
+GRAPH: dict[str, set[str]] = mg.import_graph(ROOT)
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def offenders(source: str, forbidden: list[str]) -> dict[str, list[str]]:
+    return {
+        m: sorted(i for i in deps if any(within(i, f) for f in forbidden))
+        for m, deps in GRAPH.items()
+        if within(m, source) and any(within(i, f) for i in deps for f in forbidden)
+    }
+
+
+def test_the_sandbox_never_imports_the_host() -> None:
+    assert offenders("lab.sandbox", ["lab.host"]) == {}
+
+
+def test_results_never_import_the_runtimes_or_the_sandbox() -> None:
+    assert offenders("lab.results", ["lab.host.runtimes", "lab.sandbox"]) == {}
+
+
+def test_frameworks_import_only_config_contract_errors_and_frameworks() -> None:
+    allowed = ["lab.config", "lab.contract", "lab.errors", "lab.frameworks"]
+    bad = {
+        m: sorted(i for i in deps if not any(within(i, a) for a in allowed))
+        for m, deps in GRAPH.items()
+        if within(m, "lab.frameworks")
+    }
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_no_import_cycles_among_lab_modules() -> None:
+    assert mg.cycles(GRAPH) == []
+
+
+def test_the_graph_sees_lazy_imports_and_finds_a_cycle_through_them(tmp_path: Path) -> None:
+    """The checks above would pass on an empty graph; this one proves the reader finds edges."""
+    pkg = tmp_path / "lab"
+    (pkg / "host").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "host" / "__init__.py").write_text("")
+    (pkg / "host" / "a.py").write_text("def f():\n    from lab.host.b import g\n    return g\n")
+    (pkg / "host" / "b.py").write_text("from lab.host import a\n\ng = a\n")
+    (pkg / "host" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lab.host import a\n"
+    )
+    graph = mg.import_graph(tmp_path)
+    assert graph["lab.host.a"] == {"lab.host.b"} and graph["lab.host.c"] == set()
+    assert mg.cycles(graph) == [["lab.host.a", "lab.host.b"]]
+
+
+def test_the_real_tree_has_the_edges_we_know() -> None:
+    assert "lab.host.plan" in GRAPH["lab.host.run"]  # top-level import
+    assert "lab.host.render_k8s" in GRAPH["lab.host.commands"]  # imported inside a function
+    assert "lab.frameworks" in GRAPH["lab.sandbox.case"]
