@@ -222,6 +222,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{c.id:34} {c.num_gpus:>4}  {','.join(c.frameworks):22} "
             f"{','.join(c.aliases) or '-':18} {here}"
         )
+        for note in p.notes:
+            if note.startswith("comfyui:"):
+                print(f"{'':40}{note}")
     return 0
 
 
@@ -387,6 +390,8 @@ def _dry_run(ctx: RunContext, plans, runtime) -> int:
                 spec, _ = attempt_request(ctx, p, rung, 1, list(range(rung.num_gpus)))
                 for fw in p.frameworks:
                     print(f"   {fw} (not started): {shlex.join(server_command(spec, fw))}")
+            for n in p.notes:
+                print(f"   note: {n}")
             continue
         assert rung is not None
         spec, req = attempt_request(ctx, p, rung, 1, [g.index for g in ctx.gpus[: rung.num_gpus]])

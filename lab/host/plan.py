@@ -17,6 +17,7 @@ from lab import __version__
 from lab.config import Case, LoadedSuite, load_suite
 from lab.contract import DEFAULT_MEASURE_BUDGET_S, AttemptSpec
 from lab.errors import LabError
+from lab.frameworks import comfyui
 from lab.frameworks.sglang import SGLANG_TAG
 from lab.host.gpus import GpuInfo, visible_devices
 from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
@@ -122,6 +123,8 @@ def plan_cases(
         plan = CasePlan(case, fws, LadderPlan([]), image, vram)
         if unsupported:
             plan.notes.append(f"framework(s) {', '.join(unsupported)} not supported by the lab")
+        if comfyui.NAME in unsupported:
+            plan.notes.append(comfyui.statement(case))
         if case.kind != "test" and not fws:
             plan.skip_reason = f"no framework the lab can run ({', '.join(unsupported)})"
         elif lab_places and case.num_gpus > len(gpus):

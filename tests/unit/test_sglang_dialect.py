@@ -153,3 +153,18 @@ def test_sglang_version_is_one_setting_the_image_build_and_docs_follow() -> None
     assert f"SGLANG_TAG:-{SGLANG_TAG}}}" in (REPO / "compose.yaml").read_text()
     readme = (REPO / "README.md").read_text()
     assert f"`{SGLANG_TAG}`" in readme and f"lmsysorg/sglang:{SGLANG_TAG}" in readme
+
+
+def test_comfyui_is_stated_precisely_in_list_and_dry_run() -> None:
+    """What upstream would start for comfyui and why it runs neither there nor here."""
+    config = str(DATA / "sglang_comparison_configs.json")
+    for argv in (["list"], ["nightly", "--dry-run", "--runtime", "local"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "lab.cli", *argv, "--config", config, "--gpus", "none"],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        line = next(ln for ln in proc.stdout.splitlines() if "comfyui: upstream would start" in ln)
+        assert "${COMFY_ROOT}/main.py --listen 127.0.0.1 --port 30000 --fast-disk" in line
+        assert "comfyui_workflows/minimax_h3_i2va_5090.json" in line
+        assert "never reaches comfyui" in line and "no comfyui adapter" in line
