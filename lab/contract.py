@@ -100,7 +100,6 @@ class AttemptSpec(_Model):
     log_dir: str
     config_dir: str
     test_image_path: str | None = None
-    secret_env_names: list[str] = Field(default_factory=list)
 
     @property
     def result_path(self) -> Path:

@@ -3,7 +3,6 @@ and the flags of its degrade ladder."""
 
 from __future__ import annotations
 
-import shlex
 from typing import ClassVar, Literal
 
 from lab.config import Case, FrameworkConfig, Rung
@@ -78,7 +77,3 @@ class Framework:
                     )
                 )
         return rungs
-
-    @staticmethod
-    def split(s: str) -> list[str]:
-        return shlex.split(s)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import signal
 import sys
@@ -541,7 +540,3 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         :1
     ]
     return run_suite(loaded, quick, args)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")

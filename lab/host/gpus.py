@@ -1,13 +1,11 @@
 """The host's GPUs, through NVML (nvidia-ml-py): the one host module that talks to NVML.
 
-Indices are NVML's (PCI bus order). PIDs are the host's, as NVML reports them: a process in a
-container's PID namespace has another number inside. On a machine without an NVIDIA driver every
-function answers "no GPUs" (empty inventory, empty sets) instead of raising."""
+Indices are NVML's (PCI bus order). On a machine without an NVIDIA driver every function answers
+"no GPUs" (empty inventory, empty sets) instead of raising."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from types import ModuleType
@@ -129,47 +127,3 @@ def minor_numbers(indices: Iterable[int]) -> dict[int, int]:
         except Exception:  # NVMLError: an index this driver doesn't know, or no minor number
             out[i] = i
     return out
-
-
-def gpu_pids(indices: Iterable[int]) -> set[int]:
-    """Host PIDs of the processes (compute and graphics) using any of these GPUs."""
-    n = nvml()
-    if n is None:
-        return set()
-    pids: set[int] = set()
-    for i in indices:
-        h = n.nvmlDeviceGetHandleByIndex(i)
-        for query in (
-            n.nvmlDeviceGetComputeRunningProcesses,
-            n.nvmlDeviceGetGraphicsRunningProcesses,
-        ):
-            try:
-                pids.update(int(p.pid) for p in query(h))
-            except n.NVMLError_NotSupported:
-                continue
-    return pids
-
-
-def memory_used_mib(indices: Iterable[int]) -> dict[int, float]:
-    """Whole-device memory in use, by index (every process, not only ours)."""
-    n = nvml()
-    if n is None:
-        return {}
-    return {
-        i: n.nvmlDeviceGetMemoryInfo(n.nvmlDeviceGetHandleByIndex(i)).used / 2**20 for i in indices
-    }
-
-
-def wait_until_gone(
-    indices: Iterable[int], pids: Iterable[int], timeout_s: float, poll_s: float = 0.1
-) -> float | None:
-    """Seconds until none of `pids` holds these GPUs any more (the driver frees memory some time
-    after a kill); None at the timeout. Waits for the condition instead of a fixed sleep."""
-    indices, watched = list(indices), set(pids)
-    start = time.monotonic()
-    while True:
-        if not gpu_pids(indices) & watched:
-            return time.monotonic() - start
-        if time.monotonic() - start >= timeout_s:
-            return None
-        time.sleep(poll_s)

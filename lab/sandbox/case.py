@@ -192,7 +192,7 @@ class Attempt:
         env["LAB_ATTEMPT_DIR"] = str(self.spec.out_dir)  # where a server may keep attempt state
         recorded = {k: env[k] for k in RECORDED_ENV if k in env}
         recorded.update(extra)  # the ${VAR} template, not its value
-        return env, redact_env(recorded, self.spec.secret_env_names)
+        return env, redact_env(recorded)
 
     def _run_framework(self, fw: str) -> _FrameworkRun:
         adapter = get_framework(fw)
