@@ -10,6 +10,9 @@ import re
 from collections.abc import Iterable, Mapping
 
 REDACTED = "***redacted***"
+# `${NAME}` in a case's extra_env: the host passes NAME into the sandbox, which fills it in there,
+# so the value is never written into a spec or result file.
+ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 # Hugging Face's tokens are named exactly; the rest are matched by shape.
 _EXACT = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TOKEN", "SECRET", "PASSWORD", "API_KEY"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from lab.host.gpus import GpuInfo, visible_devices
 from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
 from lab.host.runtimes.base import SandboxRequest
 from lab.host.vram import plan_vram
-from lab.redact import is_secret_name
+from lab.redact import ENV_REF, is_secret_name
 
 DEFAULT_CONFIG = "configs/nightly.json"
 REFERENCE_CONFIG = "configs/reference.json"
 UNBOUNDED = 1 << 30  # GPUs "here" when the runtime places work: the cluster decides what fits
-_ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 
 # --- which cases ----------------------------------------------------------------------------------
@@ -237,7 +235,7 @@ def sandbox_env(
         name
         for fw in case.frameworks.values()
         for v in fw.extra_env.values()
-        for name in _ENV_REF.findall(v)
+        for name in ENV_REF.findall(v)
     }
     for k, v in os.environ.items():
         if k in wanted or is_secret_name(k) or any(fnmatch.fnmatchcase(k, p) for p in pass_env):

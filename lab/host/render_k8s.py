@@ -47,6 +47,7 @@ from lab.host.runtimes.base import (
     LABEL_CASE,
     LABEL_PREFIX,
     LABEL_RUN,
+    SANDBOX_UID,
     SandboxRequest,
 )
 
@@ -56,7 +57,6 @@ POD_SPEC_DIR = Path("/etc/nightly-lab/spec")
 DEFAULT_RESULTS_PVC = "nightly-lab-runs"
 DEFAULT_MODEL_CACHE_PVC = "nightly-lab-model-cache"
 DEFAULT_ENV_FROM = "nightly-lab-env"
-SANDBOX_UID = 1000  # the reference image's user `lab`; docker's choice for images that run as root
 GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's resource name
 CONFIGMAP_MAX_BYTES = 1_000_000  # etcd stores at most ~1 MiB per object
 LABEL_RUNG = f"{LABEL_PREFIX}.rung"

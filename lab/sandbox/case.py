@@ -34,7 +34,7 @@ from lab.contract import (
 from lab.files import write_atomic, write_json_atomic
 from lab.frameworks import get_framework, server_command
 from lab.frameworks.args import merge_args
-from lab.redact import redact_env
+from lab.redact import ENV_REF, redact_env
 from lab.sandbox import ballast as ballast_mod
 from lab.sandbox.client import BadResponse, Client, Output, psnr_db, sized_prompts
 from lab.sandbox.server import ServerProcess
@@ -57,7 +57,6 @@ RECORDED_ENV = (
 )
 
 T = TypeVar("T")
-_ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 
 class AttemptEnded(Exception):
@@ -186,7 +185,7 @@ class Attempt:
         reaches the server without ever being written into a spec or result file."""
         env = dict(os.environ)
         env.update(
-            {k: _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), v) for k, v in extra.items()}
+            {k: ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), v) for k, v in extra.items()}
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["LAB_ATTEMPT_DIR"] = str(self.spec.out_dir)  # where a server may keep attempt state

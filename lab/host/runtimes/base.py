@@ -12,6 +12,9 @@ LABEL_PREFIX = "nightly-lab"
 LABEL_RUN = f"{LABEL_PREFIX}.run-id"
 LABEL_CASE = f"{LABEL_PREFIX}.case"
 LABEL_ATTEMPT = f"{LABEL_PREFIX}.attempt"
+# The reference image's user `lab`: who runs a sandbox when the host is root and the image names
+# no user (docker), and the pod's user (render k8s).
+SANDBOX_UID = 1000
 
 
 @dataclass

@@ -41,6 +41,7 @@ from lab.host.runtimes.base import (
     LABEL_CASE,
     LABEL_PREFIX,
     LABEL_RUN,
+    SANDBOX_UID,
     SandboxExit,
     SandboxInfraError,
     SandboxRequest,
@@ -67,7 +68,6 @@ DEFAULT_IMAGE = f"nightly-lab/reference:{lab.__version__}"
 HOST_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/opt")
 NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 NVIDIA_DRIVER_DIR = "/usr/local/nvidia"
-SANDBOX_UID = 1000  # who runs the sandbox when the host is root and the image names no user
 TMPFS_OPTIONS = "rw,exec,nosuid,nodev,mode=1777"  # exec: triton and friends dlopen from /tmp
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
