@@ -36,9 +36,8 @@ def _cmd_case(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lab.host import commands
-
+def build_parser(host: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; host=False: only `lab case`, so the sandbox loads no host module."""
     p = argparse.ArgumentParser(
         prog="lab", description="Nightly Lab: reproducible GPU serving nightlies"
     )
@@ -52,12 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--shell", action="store_true", help="an interactive shell with the server command ready"
     )
     s.set_defaults(func=_cmd_case)
-    commands.add_host_commands(sub)
+    if host:
+        from lab.host import commands
+
+        commands.add_host_commands(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(host=argv[:1] != ["case"])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -6,9 +6,12 @@ modules import each other, even lazily."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from lab.contract import EXIT_BAD_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +84,20 @@ def test_the_real_tree_has_the_edges_we_know() -> None:
     assert "lab.host.plan" in GRAPH["lab.host.run"]  # top-level import
     assert "lab.host.render_k8s" in GRAPH["lab.host.commands"]  # imported inside a function
     assert "lab.frameworks" in GRAPH["lab.sandbox.case"]
+
+
+def test_lab_case_loads_no_host_module(tmp_path: Path) -> None:
+    """The sandbox side of the command line (`lab case`) never builds the host's parser."""
+    code = (
+        "import sys; from lab.cli import main; rc = main(['case', sys.argv[1]]); "
+        "import lab.sandbox.case; "
+        "print(rc, sorted(m for m in sys.modules if m.startswith('lab.host')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert out.stdout.split(maxsplit=1) == [str(EXIT_BAD_SPEC), "[]\n"]
