@@ -116,6 +116,18 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--config", default=None, help="default: the checkout's comparison_configs.json")
     s.set_defaults(func=_cmd_compat)
 
+    s = sub.add_parser("fit", help="which emulated card size a case needs (lab/host/fit.py)")
+    s.add_argument("target", help="case id, alias or model id")
+    s.add_argument("--vram-gib", default=None, help="sizes to try, e.g. 24,32,48,80 (GiB)")
+    s.add_argument("--lo", type=float, default=None, help="bisect from (GiB; default --step)")
+    s.add_argument("--hi", type=float, default=None, help="bisect to (GiB; default the card)")
+    s.add_argument("--step", type=float, default=None, help="resolution (1 GiB; CPU 0.01)")
+    s.add_argument("--config", default=None)
+    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
+    s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
+    s.add_argument("--out", default="runs", help="root of run directories")
+    s.set_defaults(func=cmd_fit)
+
     s = sub.add_parser("clean", help="remove every sandbox a lab run left behind")
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_clean)
@@ -241,7 +253,12 @@ def run_suite(
     from lab.host.run import Nightly, RunOptions, install_signal_handlers
     from lab.host.runtimes.base import LABEL_RUN, places_work  # noqa: F401 - labels there
     from lab.results.store import RunDir, new_run_id
-    from lab.results.triage import gating_failures, load_known_failures, sign_failures
+    from lab.results.triage import (
+        fleet_fit,
+        gating_failures,
+        load_known_failures,
+        sign_failures,
+    )
 
     runtime = _runtime(args.runtime, loaded)
     lab_places = places_work(runtime)
@@ -297,6 +314,7 @@ def run_suite(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         sign_failures(results, known)
+        fleet_fit(results, loaded.suite.fleet)
         problem = finish_run(loaded, run_dir.path, results, gpus)
     except OSError as e:
         raise LabError(
@@ -442,6 +460,19 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return run_suite(
         loaded, cases, args, fail_on_degraded=args.fail_on_degraded, dry_run=args.dry_run
     )
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from lab.host.fit import parse_sizes, run_fit
+
+    loaded = repro_suite(args.config, args.target)
+    case = find_case(loaded, args.target)
+    sizes = parse_sizes(args.vram_gib) if args.vram_gib else None
+    runtime = _runtime(args.runtime, loaded)
+    gpus = resolve_gpus(args.gpus)
+    root = _out_root(args.out)
+    _clean_leftovers(runtime, root)
+    return run_fit(loaded, case, runtime, gpus, root, sizes, args.lo, args.hi, args.step)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:

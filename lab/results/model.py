@@ -85,6 +85,26 @@ class FlakeRate(BaseModel):
         return f"flaky in {self.flaky} of the last {self.nights} nights"
 
 
+class FleetFit(BaseModel):
+    """Whether the case's measured peak per GPU fits one GPU class of the suite's fleet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_class: str
+    vram_gib: float
+    needs_gib: float | None  # measured peak per GPU; None when nothing was measured
+    verdict: str  # "fits" | "tight" | "does not fit" | "unknown"
+    headroom_pct: float | None = None
+
+    def __str__(self) -> str:
+        if self.needs_gib is None:
+            return f"{self.gpu_class}: unknown (no peak GPU memory measured)"
+        return (
+            f"{self.gpu_class}: {self.verdict} (needs {self.needs_gib:.1f} GiB of "
+            f"{self.vram_gib:g}, {self.headroom_pct:.0f} % headroom)"
+        )
+
+
 class CaseResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -122,6 +142,7 @@ class CaseResult(BaseModel):
     confirmation: str | None = None  # what the identical re-run of a failure showed
     known_failure: KnownFailure | None = None
     flake_rate: FlakeRate | None = None
+    fleet_fit: list[FleetFit] = Field(default_factory=list)  # per GPU class of the suite's fleet
 
     @property
     def final(self) -> AttemptResult | None:

@@ -30,7 +30,8 @@ code, pre { font: 12px ui-monospace, monospace; } pre { background: #fafafa; pad
   max-height: 240px; overflow: auto; white-space: pre-wrap; }
 img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px solid #eee; }
 .status.new-failure { color: #c62828; font-weight: 700; } .status.fixed { color: #2e7d32; }
-.status.still-failing { color: #8e2424; }
+.status.still-failing { color: #8e2424; } .fit.does-not-fit { color: #c62828; font-weight: 600; }
+.fit.tight { color: #f57f17; font-weight: 600; }
 .regressed { color: #c62828; font-weight: 600; } .improved { color: #2e7d32; font-weight: 600; }
 """
 
@@ -265,6 +266,22 @@ def render_html(
             True,
         )
     )
+    fits = [cs for cs in results.cases if cs.fleet_fit]
+    if fits:
+        parts.append("<h2>Fleet fit</h2>")
+        classes = [f"{f.gpu_class} ({f.vram_gib:g} GiB)" for f in fits[0].fleet_fit]
+        rows = [
+            (
+                e(cs.case_id),
+                *(
+                    f'<span class="fit {e(f.verdict.replace(" ", "-"))}">'
+                    f"{e(str(f).partition(': ')[2])}</span>"
+                    for f in cs.fleet_fit
+                ),
+            )
+            for cs in fits
+        ]
+        parts.append(_table(("Case", *classes), rows, True))
     skipped = rc.cases_in(results, "skipped")
     if skipped:
         parts.append(f"<h2>Skipped ({len(skipped)})</h2>")

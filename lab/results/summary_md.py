@@ -172,6 +172,18 @@ def render_summary(
             rows,
         )
 
+    fits = [c for c in results.cases if c.fleet_fit]
+    if fits:
+        classes = [f.gpu_class for f in fits[0].fleet_fit]
+        lines += [
+            "## Fleet fit",
+            "",
+            "From the measured peak GPU memory per GPU; tight: under 10 % headroom.",
+            "",
+        ]
+        rows = [(c.case_id, *(str(f).partition(": ")[2] for f in c.fleet_fit)) for c in fits]
+        lines += _table(("Case", *classes), rows)
+
     skipped = rc.cases_in(results, "skipped")
     if skipped:
         lines += [f"## Skipped ({len(skipped)})", ""]

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.config import GpuClass
 from lab.contract import AttemptResult, Outcome
 from lab.errors import LabError
 from lab.host.ladder import confirmed_pair
@@ -23,6 +24,7 @@ from lab.results.model import (
     CaseResult,
     FailingSince,
     FlakeRate,
+    FleetFit,
     KnownFailure,
     RunResults,
     status_rank,
@@ -394,3 +396,56 @@ def triage_notes(case: CaseResult) -> list[str]:
     if case.flake_rate and case.flake_rate.flaky:
         out.append(str(case.flake_rate))
     return out
+
+
+# ---- fleet fit ---------------------------------------------------------------------------------
+
+TIGHT_HEADROOM_PCT = 10.0
+
+
+def peak_per_gpu_gib(case: CaseResult) -> float | None:
+    """The largest peak of the case's frameworks, per GPU it ran on, in GiB."""
+    final = case.final
+    peaks = [
+        fr.telemetry.peak_gpu_memory_mib
+        for fr in case.framework_results()
+        if fr.telemetry.peak_gpu_memory_mib is not None
+    ]
+    if not peaks or final is None:
+        return None
+    return max(peaks) / max(1, len(final.gpus)) / 1024
+
+
+def fit_verdict(needs_gib: float, vram_gib: float) -> tuple[str, float]:
+    """("fits" | "tight" | "does not fit", headroom in % of the card)."""
+    headroom = 100.0 * (vram_gib - needs_gib) / vram_gib
+    if needs_gib > vram_gib:
+        return "does not fit", headroom
+    return ("tight" if headroom < TIGHT_HEADROOM_PCT else "fits"), headroom
+
+
+def fleet_fit(results: RunResults, fleet: Sequence[GpuClass]) -> None:
+    """`fleet_fit` on every case that ran, one entry per GPU class of the suite's fleet."""
+    for case in results.cases:
+        case.fleet_fit = []
+        if not fleet or not case.attempts:
+            continue
+        needs = peak_per_gpu_gib(case)
+        for g in fleet:
+            if needs is None:
+                case.fleet_fit.append(
+                    FleetFit(
+                        gpu_class=g.name, vram_gib=g.vram_gib, needs_gib=None, verdict="unknown"
+                    )
+                )
+                continue
+            verdict, headroom = fit_verdict(needs, g.vram_gib)
+            case.fleet_fit.append(
+                FleetFit(
+                    gpu_class=g.name,
+                    vram_gib=g.vram_gib,
+                    needs_gib=round(needs, 3),
+                    verdict=verdict,
+                    headroom_pct=round(headroom, 1),
+                )
+            )

@@ -190,3 +190,41 @@ def test_a_known_failures_file_that_does_not_parse_is_exit_2_naming_file_and_lin
     assert r.returncode == 2
     assert f"{tmp_path / 'known_failures.json'}:2:" in r.stderr
     assert not list((tmp_path / "runs").glob("*/results.json"))  # nothing ran
+
+
+def test_lab_fit_bisects_to_the_boundary_the_cpu_budget_implies(tmp_path: Path) -> None:
+    from lab.refserver.budget import MIB, Placement, estimate_peak
+    from lab.refserver.model import build_on_meta, weight_bytes
+    from lab.refserver.presets import PRESETS
+
+    tiny = PRESETS["tiny"]
+    resident = Placement(False, "resident", False)
+    need_gib = estimate_peak(
+        tiny, weight_bytes(build_on_meta(tiny), 4), resident, el=4, width=256, height=256
+    ) / (MIB * 1024)
+    suite = write_suite(tmp_path, [case("tiny256", size=256)], measurement_repeats=1)
+    argv = [
+        *lab_argv("fit", suite, tmp_path / "runs", "netns"),
+        "--lo",
+        "0.01",
+        "--hi",
+        "0.08",
+        "--step",
+        "0.01",
+    ]
+    argv.insert(argv.index("fit") + 1, "tiny256")
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    fit = json.loads(next((tmp_path / "runs").glob("*/fit.json")).read_text())
+    assert fit["boundary_gib"] - 0.01 < need_gib <= fit["boundary_gib"], (need_gib, fit)
+    assert f"tiny256 needs {fit['boundary_gib']:g} GiB" in r.stdout
+    by_size = {p["vram_gib"]: p for p in fit["probes"]}
+    assert by_size[fit["boundary_gib"]]["outcome"] == "passed"
+    below = round(fit["boundary_gib"] - 0.01, 6)
+    assert below in by_size and by_size[below]["outcome"] == "oom"
+    # One run directory holds every probe, as a nightly's does.
+    run_dir = next((tmp_path / "runs").glob("*/fit.json")).parent
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["cases"]) == len(fit["probes"])
+    assert (run_dir / "summary.md").is_file()
+    assert not (tmp_path / "runs" / "history.sqlite").exists()  # a fit is not a night
