@@ -2,6 +2,7 @@
 # The GPU proof, on the device tool's machines (no network there): install the carried wheels,
 # start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
 #   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all | h200-stats
+#   | h200-triage
 # Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
 # .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
 set -uo pipefail
@@ -105,4 +106,20 @@ for p in sorted(glob.glob("'"$OUT"'/h200-stats/*/results.json")):
         print(row["case_id"], row["measurement_count"], row["latency_s"], row["latency_ci95_s"],
               row["latency_cv_pct"], row["mde_pct"])' | tee "$OUT/h200-stats-summary.txt"
     pack h200-stats h200-stats ;;
+  h200-triage)  # lab fit bisects the medium case's card size to 1 GiB (ballast), one run dir;
+    # a nightly of the same case on the whole card gives its peak to set beside the boundary.
+    # Figures: h200-triage-fit.txt (size → rung → peak → latency, boundary), fit.json in the tgz
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+d["fleet"] = [{"name": "rtx4090", "vram_gib": 24}, {"name": "h200", "vram_gib": 141}]
+d["cases"] = [dict(c, measurement_repeats=1, warmup_requests=0, num_inference_steps=4)
+              for c in d["cases"] if c["id"] == "gpu_medium_t2i_1024"]
+json.dump(d, open(sys.argv[2], "w"))' configs/gpu.json configs/gpu-fit.json
+    timeout 100 python3 -m lab.cli nightly --config configs/gpu-fit.json --runtime netns \
+      --out "$OUT/h200-triage" 2>&1 | tail -n 4
+    timeout 330 python3 -m lab.cli fit gpu_medium_t2i_1024 --config configs/gpu-fit.json \
+      --lo 1 --hi 40 --runtime netns --out "$OUT/h200-triage" 2>&1 | tee "$OUT/h200-triage-fit.txt" \
+      | tail -n 14
+    grep -h "Fleet fit" -A4 "$OUT"/h200-triage/2*/summary.md | tee -a "$OUT/h200-triage-fit.txt"
+    pack h200-triage h200-triage ;;
 esac
