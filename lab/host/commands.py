@@ -73,6 +73,9 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--dry-run", action="store_true")
             s.add_argument("--fail-on-degraded", action="store_true")
             s.add_argument(
+                "--commit", default=None, help="commit of the code under test (results.json)"
+            )
+            s.add_argument(
                 "--allow-flaky",
                 action="store_true",
                 help="a flaky case (failed, passed on its re-run) does not fail the run",
@@ -283,7 +286,12 @@ def run_suite(
         gpus,
         run_dir.path,
         run_dir.run_id,
-        RunOptions(out_root=root, vram_gib=vram_gib, fail_on_degraded=fail_on_degraded),
+        RunOptions(
+            out_root=root,
+            vram_gib=vram_gib,
+            fail_on_degraded=fail_on_degraded,
+            commit=getattr(args, "commit", None),
+        ),
         progress,
     )
     seen = install_signal_handlers(nightly)

@@ -43,7 +43,7 @@ from lab.host.progress import Progress
 from lab.host.runtimes.base import Runtime, SandboxExit, places_work
 from lab.host.scheduler import Cancelled, ResourcePool
 from lab.results.model import CaseResult, RunResults
-from lab.results.store import run_commit
+from lab.results.store import run_commit_and_source
 
 # SGLANG_TAG, UNBOUNDED, default_image, plan_cases, sandbox_env and visible_devices moved to
 # lab/host/plan.py and lab/host/gpus.py (#14); re-exported above for one session, so branches
@@ -58,6 +58,7 @@ class RunOptions:
     vram_gib: float | None = None  # overrides every case's vram_gib (repro)
     fail_on_degraded: bool = False
     verbose: bool = False
+    commit: str | None = None  # --commit: the commit of the code under test
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -102,10 +103,12 @@ class Nightly:
         self._running: dict[str, object] = {}  # key -> Sandbox
         self._lock = threading.Lock()
         self.case_results: dict[str, CaseResult] = {}
+        commit_sha, commit_source = run_commit_and_source(opts.commit)
         self.results = RunResults(
             run_id=run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
-            commit_sha=run_commit(),
+            commit_sha=commit_sha,
+            commit_source=commit_source,
             lab_version=__version__,
             config_path=str(loaded.path),
             config_sha256=loaded.sha256,

@@ -62,6 +62,7 @@ class FailingSince(BaseModel):
     run_id: str
     timestamp: str
     commit_sha: str | None = None
+    commit_source: str | None = None  # "--commit", "GITHUB_SHA", … (store.run_commit_and_source)
     streak: int  # nights failing in a row, this one included
 
 

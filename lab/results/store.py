@@ -148,32 +148,59 @@ def canonical_sha256(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
-    """HEAD of the lab's own checkout, or None (no git, not a checkout, no commit yet)."""
-    cwd = Path(repo_dir) if repo_dir else Path(lab.__file__).resolve().parent.parent
+def lab_commit_and_reason(repo_dir: str | os.PathLike[str] | None = None) -> tuple[str | None, str]:
+    """HEAD of the lab's own source checkout (the folder holding lab/), or None and why: an
+    enclosing repository's HEAD (an unpacked archive inside another checkout) is not the lab's."""
+    root = Path(repo_dir) if repo_dir else Path(lab.__file__).resolve().parent.parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) >= 40 else None
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"git could not be run ({e})"
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2:
+        return None, f"{root} is not a git checkout with a commit"
+    if Path(lines[0]).resolve() != root.resolve():
+        return None, f"{root} is not the top of a git checkout (git found {lines[0]})"
+    return lines[1], ""
+
+
+def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """HEAD of the lab's own checkout, or None (see lab_commit_and_reason)."""
+    return lab_commit_and_reason(repo_dir)[0]
 
 
 COMMIT_ENV = ("LAB_COMMIT_SHA", "GITHUB_SHA")
 
 
-def run_commit() -> str | None:
-    """The commit a night is of: what CI says it checked out (LAB_COMMIT_SHA, GITHUB_SHA),
-    else the lab checkout's HEAD. `failing_since` names it."""
+def run_commit_and_source(explicit: str | None = None) -> tuple[str | None, str | None]:
+    """The commit a night is of, and where it came from: `--commit`, what CI says it checked
+    out (LAB_COMMIT_SHA, GITHUB_SHA), else the lab checkout's HEAD."""
+    if explicit and explicit.strip():
+        return explicit.strip(), "--commit"
     for name in COMMIT_ENV:
         if os.environ.get(name, "").strip():
-            return os.environ[name].strip()
-    return git_commit()
+            return os.environ[name].strip(), name
+    sha = git_commit()
+    return sha, ("lab checkout HEAD" if sha else None)
+
+
+def run_commit() -> str | None:
+    """The commit a night is of (run_commit_and_source without its source). `failing_since`
+    names it."""
+    return run_commit_and_source()[0]
 
 
 _UNSET: Any = object()
+
+
+def _lab_commit_fields(given: str | None) -> dict[str, str | None]:
+    if given is not _UNSET:
+        return {"commit": given}
+    sha, why = lab_commit_and_reason()
+    return {"commit": sha} if sha else {"commit": None, "commit_unknown_because": why}
 
 
 def build_manifest(
@@ -241,7 +268,7 @@ def build_manifest(
         "status": results.status,
         "lab": {
             "version": lab_version or results.lab_version or lab.__version__,
-            "commit": git_commit() if lab_commit is _UNSET else lab_commit,
+            **_lab_commit_fields(lab_commit),
         },
         "config": {
             "path": str(config_path) if config_path is not None else results.config_path,
