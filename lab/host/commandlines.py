@@ -1,13 +1,18 @@
 """Every server command line a suite can start: per case, per ladder rung, per framework.
 
 What `--dry-run` prints for the first rung, widened to the whole ladder (as on a machine with
-every GPU the case asks for), for tests that pin them and for `lab compat`."""
+every GPU the case asks for), for tests that pin them and for `lab compat`. Built by the
+nightly's own planning (lab/host/plan.py), so a pinned line is the line an attempt starts."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from lab.config import LoadedSuite
-from lab.frameworks import get_framework
-from lab.host.ladder import plan_ladder
+from lab.frameworks import server_command
+from lab.host.gpus import GpuInfo
+from lab.host.plan import RunContext, attempt_request, plan_cases
 
 CommandLines = dict[str, dict[str, dict[str, list[str]]]]  # case → rung → framework → argv
 
@@ -17,24 +22,15 @@ def suite_command_lines(
 ) -> CommandLines:
     out: CommandLines = {}
     for case in loaded.suite.cases:
-        fws = case.runnable_frameworks if case.kind != "test" else []
-        if not fws:
-            continue
         # rungs that need more GPUs than the case count as available here, as on a big machine
-        ladder = plan_ladder(loaded, case, fws, max(case.num_gpus, 1) * 8)
-        out[case.id] = {
-            rung.name: {
-                fw: get_framework(fw).command(
-                    case,
-                    case.frameworks[fw],
-                    host,
-                    port,
-                    rung.num_gpus,
-                    rung.extra_args.get(fw, []),
-                    str(loaded.config_dir),
-                )
-                for fw in fws
-            }
-            for rung in ladder.rungs
-        }
+        gpus = [GpuInfo(i, "any", "", math.inf) for i in range(max(case.num_gpus, 1) * 8)]
+        (plan,) = plan_cases(loaded, [case], gpus, None)
+        if not plan.frameworks or plan.skip_reason:
+            continue
+        ctx = RunContext(loaded, gpus, Path("/command-lines"), "command-lines")
+        out[case.id] = {}
+        for rung in plan.ladder.rungs:
+            spec, _ = attempt_request(ctx, plan, rung, 1, list(range(rung.num_gpus)))
+            spec = spec.model_copy(update={"host": host, "port": port})
+            out[case.id][rung.name] = {fw: server_command(spec, fw) for fw in plan.frameworks}
     return out
