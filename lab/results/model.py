@@ -62,7 +62,6 @@ class FailingSince(BaseModel):
     run_id: str
     timestamp: str
     commit_sha: str | None = None
-    commit_source: str | None = None  # "--commit", "GITHUB_SHA", … (store.run_commit_and_source)
     streak: int  # nights failing in a row, this one included
 
 
@@ -160,6 +159,7 @@ class RunResults(BaseModel):
     run_id: str
     timestamp: str  # ISO 8601, UTC
     commit_sha: str | None = None
+    commit_source: str | None = None  # "--commit", "GITHUB_SHA", … (store.run_commit_and_source)
     lab_version: str = ""
     config_path: str = ""
     config_sha256: str = ""
