@@ -71,7 +71,16 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
         else:
             s.add_argument("--case", action="append", dest="cases", metavar="ID")
             s.add_argument("--dry-run", action="store_true")
-            s.add_argument("--fail-on-degraded", action="store_true")
+            s.add_argument(
+                "--fail-on-degraded",
+                action="store_true",
+                help="exit 1 when a case passed only on a later rung (junit marks it failed)",
+            )
+            s.add_argument(
+                "--fail-on-skipped",
+                action="store_true",
+                help="exit 1 when a case could not run here (too few GPUs, missing image, ...)",
+            )
             s.add_argument(
                 "--commit", default=None, help="commit of the code under test (results.json)"
             )
@@ -250,7 +259,9 @@ def run_suite(
     *,
     vram_gib: float | None = None,
     fail_on_degraded: bool = False,
+    fail_on_skipped: bool = False,
     dry_run: bool = False,
+    kind: str = "nightly",
 ) -> int:
     from lab.host.progress import LogFollower, Progress
     from lab.host.run import Nightly, RunOptions, install_signal_handlers
@@ -269,6 +280,8 @@ def run_suite(
     gpus = resolve_gpus(getattr(args, "gpus", None)) if lab_places else []
     plans = plan_cases(loaded, cases, gpus, vram_gib, lab_places)
     known = load_known_failures(loaded.config_dir)  # a bad file stops the run before it starts
+    if kind == "repro" and plans and plans[0].skip_reason:  # nothing to reproduce: say so now
+        raise LabError(f"case {plans[0].case.id} cannot run here: {plans[0].skip_reason}")
     if dry_run:
         ctx = RunContext(loaded, gpus, Path("runs/DRY-RUN").resolve(), "DRY-RUN", lab_places)
         return _dry_run(ctx, plans, runtime)
@@ -320,6 +333,10 @@ def run_suite(
         ) from None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    results.kind = kind
+    results.fail_on = [
+        o for o, on in (("degraded", fail_on_degraded), ("skipped", fail_on_skipped)) if on
+    ]
     try:
         sign_failures(results, known)
         fleet_fit(results, loaded.suite.fleet)
@@ -340,8 +357,18 @@ def run_suite(
         new_only=getattr(args, "fail_on_new_only", False),
         allow_flaky=getattr(args, "allow_flaky", False),
     )
-    degraded = [c for c in results.cases if str(c.outcome) == "degraded"]
-    return 1 if failed or (fail_on_degraded and degraded) else 0
+    gated = [c for c in results.cases if str(c.outcome) in results.fail_on]
+    for outcome in results.fail_on:
+        ids = [
+            c.case_id + (f" ({c.reason})" if c.reason else "")
+            for c in gated
+            if str(c.outcome) == outcome
+        ]
+        if ids:
+            print(
+                f"lab: --fail-on-{outcome}: {len(ids)} {outcome}: {'; '.join(ids)}", file=sys.stderr
+            )
+    return 1 if failed or gated else 0
 
 
 def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:
@@ -466,7 +493,12 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     loaded = load_suite(config_path(args.config))
     cases = select_cases(loaded, args.cases)
     return run_suite(
-        loaded, cases, args, fail_on_degraded=args.fail_on_degraded, dry_run=args.dry_run
+        loaded,
+        cases,
+        args,
+        fail_on_degraded=args.fail_on_degraded,
+        fail_on_skipped=args.fail_on_skipped,
+        dry_run=args.dry_run,
     )
 
 
@@ -489,7 +521,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if args.shell:
         return _repro_shell(loaded, case, args)
     print(f"lab repro: {case.id} from {loaded.path}", file=sys.stderr)
-    return run_suite(loaded, [case], args, vram_gib=args.vram_gib)
+    return run_suite(loaded, [case], args, vram_gib=args.vram_gib, kind="repro")
 
 
 def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> int:
@@ -531,7 +563,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     loaded, cases, runtime_name = load_replay(Path(args.manifest), args.cases)
     args.runtime = args.runtime or runtime_name
     args.gpus = None
-    return run_suite(loaded, cases, args)
+    return run_suite(loaded, cases, args, kind="replay")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -578,4 +610,4 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     quick = [c for c in loaded.suite.cases if (c.suite or "") == "selftest"] or loaded.suite.cases[
         :1
     ]
-    return run_suite(loaded, quick, args)
+    return run_suite(loaded, quick, args, kind="selftest")

@@ -70,7 +70,7 @@ SELECT r.run_id, r.timestamp, r.status, r.commit_sha, r.gpu_model, r.methodology
        r.warmup_requests, r.measurement_repeats, r.runtime,
        c.case_id, c.framework, c.outcome, c.phase, c.reason, c.latency_s, c.samples,
        c.spread_pct, c.peak_gpu_memory_mib, c.vram_gib, c.degraded_rung,
-       c.speedup_vs_baseline, c.regression, c.regression_detail
+       c.speedup_vs_baseline, c.regression, c.regression_detail, r.kind, r.shared_host
 FROM case_results c JOIN runs r ON r.run_id = c.run_id
 """
 
@@ -106,6 +106,8 @@ class HistoryRow:
     speedup_vs_baseline: float | None = None
     regression: str | None = None
     regression_detail: str | None = None
+    kind: str = "nightly"  # nightly | repro | selftest | replay
+    shared_host: bool = False  # another lab run was live on the host at the same time
 
     @property
     def measured(self) -> bool:
@@ -140,6 +142,8 @@ def rows_for_run(results: RunResults) -> list[HistoryRow]:
                     warmup_requests=results.warmup_requests,
                     measurement_repeats=results.measurement_repeats,
                     runtime=results.runtime or case.runtime or None,
+                    kind=results.kind,
+                    shared_host=results.shared_host,
                     **values,
                 )
             )
@@ -231,6 +235,21 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         raise
 
 
+# Added after schema 1 shipped; a history without them reads its runs as unshared nightlies.
+_RUN_COLUMNS = {
+    "kind": "TEXT NOT NULL DEFAULT 'nightly'",
+    "shared_host": "INTEGER NOT NULL DEFAULT 0",
+}
+
+
+def _add_run_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    for name, decl in _RUN_COLUMNS.items():
+        if have and name not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another run added it first
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+
+
 @contextlib.contextmanager
 def _connect(db_path: Path, *, create: bool, check: bool = False) -> Iterator[sqlite3.Connection]:
     """An open, schema-checked connection; corrupt files are moved aside and reported."""
@@ -253,6 +272,8 @@ def _connect(db_path: Path, *, create: bool, check: bool = False) -> Iterator[sq
             )
         if version == 0 and create:
             _create_schema(conn)
+        if version or create:
+            _add_run_columns(conn)
         yield conn
     except sqlite3.DatabaseError as e:
         if conn is not None:
@@ -282,7 +303,7 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
         try:
             conn.execute("DELETE FROM runs WHERE run_id = ?", (results.run_id,))
             conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     results.run_id,
                     normalize_timestamp(results.timestamp),
@@ -297,6 +318,8 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
                     results.config_path,
                     results.config_sha256,
                     now,
+                    results.kind,
+                    int(results.shared_host),
                 ),
             )
             conn.executemany(
@@ -332,6 +355,7 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
 def _row(values: sqlite3.Row | tuple) -> HistoryRow:
     v = list(values)
     v[15] = json.loads(v[15]) if v[15] else []
+    v[24] = bool(v[24])  # shared_host, an INTEGER in SQLite
     return HistoryRow(*v)
 
 

@@ -47,11 +47,20 @@ def suite_name(results: RunResults) -> str:
     return f"{SUITE}.{Path(results.config_path).stem}" if results.config_path else SUITE
 
 
-def _testcase(parent: ET.Element, case: CaseResult, classname: str, run_dir: Path | None) -> None:
+def _testcase(
+    parent: ET.Element, case: CaseResult, classname: str, run_dir: Path | None, fail_on: list[str]
+) -> None:
     tc = ET.SubElement(
         parent, "testcase", name=case.case_id, classname=classname, time=_secs(rc.duration_s(case))
     )
     kind = rc.bucket(case.outcome)
+    if kind in fail_on:  # --fail-on-degraded / --fail-on-skipped: CI shows it failed, and why
+        why = case.reason or "skipped"
+        if kind == "degraded":
+            why = f"passed on rung {rc.passed_rung(case)} after {rc.original_failure(case)}"
+        message = f"{kind}, and the run fails on {kind} (--fail-on-{kind}): {why}"
+        ET.SubElement(tc, "failure", message=xml_text(rc.one_line(message, 1000)), type=kind)
+        return
     if kind == "skipped":
         ET.SubElement(tc, "skipped", message=xml_text(rc.one_line(case.reason or "skipped")))
         return
@@ -136,13 +145,14 @@ def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
     name = suite_name(results)
     c = rc.counts(results)
     errors = sum(1 for case in results.cases if case.outcome in _ERRORS)
-    failures = c["failed"] + c["interrupted"] - errors
+    gated = {k: c[k] for k in ("degraded", "skipped") if k in results.fail_on}
+    failures = c["failed"] + c["interrupted"] - errors + sum(gated.values())
     total = _secs(sum(rc.duration_s(case) for case in results.cases))
     stats = {
         "tests": str(len(results.cases)),
         "failures": str(failures),
         "errors": str(errors),
-        "skipped": str(c["skipped"]),
+        "skipped": str(c["skipped"] - gated.get("skipped", 0)),
         "time": total,
     }
     # The Jenkins/Ant schema has no `skipped` on <testsuites>, only on <testsuite>.
@@ -171,7 +181,7 @@ def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
         if value:
             ET.SubElement(props, "property", name=key, value=xml_text(str(value)))
     for case in by_status(results.cases):
-        _testcase(suite, case, name, run_dir)
+        _testcase(suite, case, name, run_dir, results.fail_on)
     for case in results.cases:
         for inner in _inner_suites(case, name):
             root.append(inner)

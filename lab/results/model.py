@@ -169,6 +169,9 @@ class RunResults(BaseModel):
     gpu_model: str | None = None  # for comparability of history
     runtime: str = ""
     status: str = "finished"  # "finished" | "interrupted"
+    kind: str = "nightly"  # nightly | repro | selftest | replay: only nightlies are baselines
+    shared_host: bool = False  # another lab run was live on this host at the same time
+    fail_on: list[str] = Field(default_factory=list)  # outcomes that fail this run (--fail-on-*)
     cases: list[CaseResult] = Field(default_factory=list)
 
     def sglang_rows(self) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,17 @@ def test_unknown_case_exits_2_naming_the_cases(
     err = capsys.readouterr().err
     assert "nope" in err and "ref_t2i_tiny" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_repro_that_cannot_run_here_exits_2_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "suite.json"
+    gpu_case = {"id": "big", "model": "ref://tiny", "num_gpus": 4, "frameworks": {"reference": {}}}
+    suite.write_text(json.dumps({"cases": [gpu_case]}))
+    out = tmp_path / "runs"
+    argv = ["repro", "big", "--config", str(suite), "--gpus", "none", "--runtime", "local"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "big cannot run here" in err and "GPU" in err
+    assert not out.exists() or list(out.iterdir()) == []
