@@ -9,6 +9,15 @@ from collections.abc import Sequence
 from lab import __version__
 from lab.errors import LabError
 
+# What `lab nightly`, `repro`, `replay` and `selftest` exit with (also in the README).
+EXIT_CODES = """exit codes:
+  0    every case passed (degraded, skipped and flaky count as passed unless a flag says not)
+  1    a case failed, or was flaky (without --allow-flaky), degraded (--fail-on-degraded) or
+       skipped (--fail-on-skipped); stderr names the cases
+  2    bad input: a config, an option, a repro that cannot run here, a history it cannot use;
+       nothing was started
+  130  interrupted (Ctrl-C); 143: terminated (SIGTERM)"""
+
 
 def _cmd_case(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
@@ -39,7 +48,10 @@ def _cmd_case(args: argparse.Namespace) -> int:
 def build_parser(host: bool = True) -> argparse.ArgumentParser:
     """The whole command line; host=False: only `lab case`, so the sandbox loads no host module."""
     p = argparse.ArgumentParser(
-        prog="lab", description="Nightly Lab: reproducible GPU serving nightlies"
+        prog="lab",
+        description="Nightly Lab: reproducible GPU serving nightlies",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"lab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

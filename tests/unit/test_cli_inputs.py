@@ -67,3 +67,14 @@ def test_a_repro_that_cannot_run_here_exits_2_with_its_reason(
     err = capsys.readouterr().err
     assert "big cannot run here" in err and "GPU" in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ("0 ", "1 ", "2 ", "130"):
+        assert f"\n  {code}" in out
+    assert "--fail-on-skipped" in out and "--fail-on-degraded" in out
+    readme = (ROOT / "README.md").read_text()
+    assert "--fail-on-skipped" in readme and "| 130 / 143 |" in readme
