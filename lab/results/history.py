@@ -23,6 +23,7 @@ from lab.contract import FrameworkResult, Outcome
 from lab.errors import LabError
 from lab.results import stats
 from lab.results.model import CaseResult, RunResults, spread_pct
+from lab.results.report_common import fmt_latency, fmt_mib, fmt_pct
 
 SCHEMA_VERSION = 1
 HISTORY_FILE = "history.sqlite"
@@ -420,18 +421,6 @@ def rebuild_history(db_path: str | os.PathLike[str], run_dirs: Iterable[Path]) -
 # ---- `lab history CASE_ID` ------------------------------------------------------------------
 
 
-def _fmt_s(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f} s"
-
-
-def _fmt_pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f} %"
-
-
-def _fmt_mib(v: float | None) -> str:
-    return "-" if v is None else f"{v / 1024:.1f} GiB"
-
-
 def trend_arrow(previous: float | None, current: float | None, threshold_pct: float) -> str:
     """↑ slower, ↓ faster, → within the threshold, blank when either side has no latency."""
     if previous is None or current is None or previous <= 0:
@@ -477,10 +466,10 @@ def format_history(rows: Sequence[HistoryRow], threshold_pct: float = 5.0) -> st
                 r.run_id,
                 r.framework or "-",
                 outcome,
-                _fmt_s(r.latency_s),
+                fmt_latency(r.latency_s),
                 *_uncertainty(r),
-                _fmt_pct(r.spread_pct),
-                _fmt_mib(r.peak_gpu_memory_mib),
+                fmt_pct(r.spread_pct),
+                fmt_mib(r.peak_gpu_memory_mib),
                 r.regression or "",
                 arrow,
             )
@@ -511,7 +500,7 @@ def _uncertainty(r: HistoryRow) -> tuple[str, str, str]:
     m = _MDE_RE.search(r.regression_detail or "")
     mde = float(m.group(1)) if m else u.mde_pct
     ci = "-" if u.ci95 is None else f"{u.ci95[0]:.3f}–{u.ci95[1]:.3f}"
-    return ci, _fmt_pct(u.cv_pct), _fmt_pct(mde)
+    return ci, fmt_pct(u.cv_pct), fmt_pct(mde)
 
 
 def _overall_trend(rows: Sequence[HistoryRow]) -> str:
