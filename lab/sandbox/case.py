@@ -399,9 +399,10 @@ class Attempt:
                 if mde is not None and mde <= target:
                     res.measurement_stop = "target_mde_reached"
                     break
-                # stop before a request the budget cannot fit (at the median's pace)
-                pace = statistics.median(res.latency_samples_s)
-                if time.monotonic() - started + pace > budget:
+                # stop before a request the budget cannot fit, at the pace so far (the lab's
+                # own work between requests included)
+                spent = time.monotonic() - started
+                if spent + spent / len(res.latency_samples_s) > budget:
                     res.measurement_stop = "budget_spent"
                     break
             dump = perf_dir / f"{fw}_{i + 1}.json"

@@ -235,6 +235,9 @@ def test_target_mde_stops_early_on_a_quiet_server_and_at_the_budget_on_a_noisy_o
     assert code == 0, fr["log_tail"]
     assert fr["measurement_stop"] == "budget_spent", fr
     assert fr["measurement_mde_pct"] > 1.0
-    # it stops before a request the budget cannot fit: at most one median request over
-    slowest = max(fr["latency_samples_s"])
-    assert fr["phase_timings_s"]["measure"] <= 4.0 + slowest + 0.5
+    # it stops before a request the budget cannot fit: over it by one slow request at most
+    # (the first 3, measurement_repeats, are taken whatever the budget)
+    n, measure = fr["measurement_count"], fr["phase_timings_s"]["measure"]
+    per_request = measure / n
+    assert 3 <= n < 1000
+    assert measure <= max(4.0, 3 * per_request) + 2 * max(fr["latency_samples_s"]), fr
