@@ -147,7 +147,7 @@ def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
     errors = sum(1 for case in results.cases if case.outcome in _ERRORS)
     gated = {k: c[k] for k in ("degraded", "skipped") if k in results.fail_on}
     failures = c["failed"] + c["interrupted"] - errors + sum(gated.values())
-    total = _secs(sum(rc.duration_s(case) for case in results.cases))
+    total = _secs(rc.wall_s(results))
     stats = {
         "tests": str(len(results.cases)),
         "failures": str(failures),

@@ -103,6 +103,15 @@ def passed_rung(case: CaseResult) -> str:
     return case.degraded_rung or (case.final.rung if case.final else "-")
 
 
+def wall_s(results: RunResults) -> float:
+    """From the first attempt's start to the last one's end: the run's wall time, not the sum of
+    its cases' (cases run side by side)."""
+    attempts = [a for c in results.cases for a in c.attempts]
+    if not attempts:
+        return 0.0
+    return max(0.0, max(a.finished_at for a in attempts) - min(a.started_at for a in attempts))
+
+
 def duration_s(case: CaseResult) -> float:
     """Wall time of all the case's attempts (what CI shows as the test's time)."""
     return sum(max(0.0, a.finished_at - a.started_at) for a in case.attempts)

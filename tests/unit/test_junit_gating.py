@@ -36,3 +36,12 @@ def test_degraded_is_a_failure_only_when_the_run_fails_on_it() -> None:
     off = _suite([])
     assert off.get("failures") == "0"
     assert all(tc.find("failure") is None for tc in off.iter("testcase"))
+
+
+def test_suite_time_is_the_wall_time_not_the_sum_of_the_cases() -> None:
+    results = run(1, [case("a", attempt_s=60.0), case("b", attempt_s=40.0)])  # side by side
+    el = ET.fromstring(render_junit(results))
+    assert float(el.get("time", "0")) == 60.0
+    suite = el.find("testsuite")
+    assert suite is not None and float(suite.get("time", "0")) == 60.0
+    assert sorted(float(tc.get("time", "0")) for tc in suite.iter("testcase")) == [40.0, 60.0]
