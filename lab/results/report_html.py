@@ -154,6 +154,7 @@ def render_html(
         parts.append(
             _table(("Case", "Status", "Framework", "Outcome", "Phase", "Reason", "Log"), rows, True)
         )
+        parts.append(_signature_groups(results))
 
     degraded = rc.cases_in(results, "degraded")
     if degraded:

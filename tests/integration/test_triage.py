@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from nightly_helpers import ROOT, by_id, lab_argv, run_nightly, write_suite
 from nightly_helpers import ref_case as case
+from test_report_browser import CHROMIUM, _chromium
 
 pytestmark = [
     pytest.mark.slow,
@@ -77,6 +78,14 @@ def test_three_nights_new_still_failing_since_the_first_and_fixed(tmp_path: Path
     assert props["failing_since.broken"].startswith(r1["run_id"])
     html = (run3 / "report.html").read_text()
     assert html.index('class="status still-failing"') < html.index('class="status fixed"')
+    if CHROMIUM:  # as a user sees it: the DOM the real headless browser built from the file
+        dom = _chromium(
+            "--dump-dom", (run3 / "report.html").as_uri(), profile=tmp_path / "p"
+        ).stdout
+        failures = dom.index("<h2>Failures")
+        assert failures < dom.index("still failing since") < dom.index("Failures by signature")
+        assert dom.count('class="signature"') == 1  # broken and later_bad: one crash
+        assert "(crashed in startup)" in dom and ": broken, later_bad</li>" in dom
 
 
 def test_corrupt_history_gives_first_run_with_a_note_not_a_crash(tmp_path: Path) -> None:
