@@ -115,9 +115,10 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("history", help="trend of a case over past runs")
-    s.add_argument("case_id")
-    s.add_argument("--out", default="runs")
-    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("case_id", help="case id, or an alias or model id the suite knows")
+    s.add_argument("--config", default=None, help="suite whose aliases to read (default: shipped)")
+    s.add_argument("--out", default="runs", help="root of run directories (its history.sqlite)")
+    s.add_argument("--limit", type=int, default=20, help="the last N runs of the case")
     s.set_defaults(func=cmd_history)
 
     s = sub.add_parser(
@@ -582,6 +583,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not db.exists():
         raise LabError(f"no history yet at {db}: run `make nightly` first")
     rows = history.case_history(db, args.case_id, limit=args.limit)
+    if not rows:  # an alias or model id: the case the suite gives it
+        try:
+            case = find_case(repro_suite(args.config, args.case_id), args.case_id)
+        except LabError:
+            case = None
+        if case is not None:
+            rows = history.case_history(db, case.id, limit=args.limit)
     if not rows:
         raise LabError(f"case {args.case_id!r} has no history in {db}")
     print(history.format_history(rows))

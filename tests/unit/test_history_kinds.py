@@ -48,3 +48,18 @@ def test_a_history_from_before_the_kind_column_still_reads(tmp_path) -> None:
     record_run(db, night(2, CASES))
     rows = case_history(db, "flux")
     assert [(r.kind, r.shared_host) for r in rows] == [("nightly", False)] * 2
+
+
+def test_lab_history_takes_an_alias(tmp_path, capsys) -> None:
+    import json
+
+    from lab.cli import main
+
+    suite = tmp_path / "suite.json"
+    c = {"id": "flux", "aliases": ["fx"], "model": "org/flux", "frameworks": {"sglang": {}}}
+    suite.write_text(json.dumps({"cases": [c]}))
+    record_run(tmp_path / "history.sqlite", night(1, CASES))
+    for name in ("fx", "org/flux"):
+        assert main(["history", name, "--config", str(suite), "--out", str(tmp_path)]) == 0
+        assert "20261101T010000Z" in capsys.readouterr().out  # the run of case flux
+    assert main(["history", "nope", "--config", str(suite), "--out", str(tmp_path)]) == 2
