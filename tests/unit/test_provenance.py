@@ -47,3 +47,12 @@ def test_commit_under_test_from_flag_then_ci_then_lab_checkout(
     monkeypatch.delenv("GITHUB_SHA")
     sha, source = run_commit_and_source(None)
     assert (sha is None and source is None) or source == "lab checkout HEAD"
+
+
+def test_the_commit_source_lands_in_results_json(tmp_path: Path) -> None:
+    from lab.results.model import RunResults
+
+    r = RunResults(run_id="r", timestamp="t", commit_sha="c" * 40, commit_source="--commit")
+    data = r.to_results_json()
+    assert (data["commit_sha"], data["commit_source"]) == ("c" * 40, "--commit")
+    assert RunResults.from_results_json(data) == r
