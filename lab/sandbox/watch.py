@@ -18,6 +18,8 @@ OOM_PATTERNS: tuple[str, ...] = (
     r"CUDACachingAllocator\.cpp:\d+\].*memory allocation failed with OOM",
     r"DefaultCPUAllocator: can't allocate memory",
     r"HIP out of memory",
+    # cuBLAS failing to allocate its workspace: seen on an H200 under a 3 GiB ballast (lab fit)
+    r"CUBLAS_STATUS_ALLOC_FAILED",
     r"NCCL WARN Cuda failure 'out of memory'",
     r"Orchestrator initialization failed: CUDA out of memory",
     r"Worker failed with error 'CUDA out of memory",

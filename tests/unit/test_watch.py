@@ -16,6 +16,7 @@ OOM_LINES = [
     "node1:123:456 [0] include/alloc.h:48 NCCL WARN Cuda failure 'out of memory'",
     "Worker failed with error 'CUDA out of memory. Tried to allocate 1 GiB'",
     "Orchestrator initialization failed: CUDA out of memory",
+    "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
 ]
 
 
