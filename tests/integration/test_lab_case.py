@@ -218,7 +218,8 @@ def test_target_mde_stops_early_on_a_quiet_server_and_at_the_budget_on_a_noisy_o
     (fr,) = result["frameworks"]
     assert code == 0, fr["log_tail"]
     assert fr["measurement_stop"] == "target_mde_reached", fr
-    assert 3 <= fr["measurement_count"] < 40 and fr["measurement_mde_pct"] <= 30.0
+    # stopped by the target, not the budget (how many requests that takes depends on the load)
+    assert fr["measurement_count"] >= 3 and fr["measurement_mde_pct"] <= 30.0
     assert fr["phase_timings_s"]["measure"] < 60.0
 
     # Every request sleeps a random 0..400 % more of each step: the CI never gets to 1 %.
