@@ -11,7 +11,8 @@ from lab.errors import LabError
 
 # What `lab nightly`, `repro`, `replay` and `selftest` exit with (also in the README).
 EXIT_CODES = """exit codes:
-  0    every case passed (degraded, skipped and flaky count as passed unless a flag says not)
+  0    every case passed (degraded and skipped count as passed unless a flag says not; flaky
+       only with --allow-flaky)
   1    a case failed, or was flaky (without --allow-flaky), degraded (--fail-on-degraded) or
        skipped (--fail-on-skipped); stderr names the cases
   2    bad input: a config, an option, a repro that cannot run here, a history it cannot use;
