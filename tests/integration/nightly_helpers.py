@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,15 @@ def ref_case(cid: str, steps: int = 2, size: int = 64, **over: Any) -> dict[str,
 def slow_case(cid: str, **over: Any) -> dict[str, Any]:
     """Several seconds of measuring: long enough to interrupt, kill or overlap."""
     return ref_case(cid, **{"steps": 60, "size": 256, **over})
+
+
+def sandbox_work_dir(request: Any, prefix: str) -> Path:
+    """A run folder the docker sandbox's user (1000) can reach: under the checkout's build/
+    (pytest's own tmp is 0700 and /tmp is a tmpfs inside the sandbox); removed after the test."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=ROOT / "build"))
+    work.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    return work
 
 
 def write_suite(tmp: Path, cases: list[dict[str, Any]], **top: Any) -> Path:

@@ -5,14 +5,12 @@ JUnit; a missing command is `crashed` with the shell's words; a test that never 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nightly_helpers import ROOT, by_id, run_nightly, write_suite
+from nightly_helpers import ROOT, by_id, run_nightly, sandbox_work_dir, write_suite
 
 from lab.errors import RuntimeUnavailable
 from lab.host.runtimes.netns import NetnsRuntime
@@ -73,10 +71,7 @@ def test_pr24559_cpu_twin_ooms_at_088_then_passes_degraded_in_netns(tmp_path: Pa
 def test_pr24559_cpu_twin_ooms_at_088_then_passes_degraded_in_docker(
     request: pytest.FixtureRequest, reference_image: str, docker_client: Any
 ) -> None:
-    # under the checkout's build/: the sandbox user (1000) must reach the run folder
-    work = Path(tempfile.mkdtemp(prefix="docker-e2e-", dir=ROOT / "build"))
-    work.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work = sandbox_work_dir(request, "docker-e2e-")
     case, run_dir = _run_twin(work / "runs", "docker")
     _assert_twin_story(case, run_dir)
     assert case["image_id"].startswith("sha256:")

@@ -20,12 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 from nightly_helpers import (
-    ROOT,
     by_id,
     lab_clean,
     processes_mentioning,
     ref_case,
     run_nightly,
+    sandbox_work_dir,
     slow_case,
     start_nightly,
     wait_for_attempts,
@@ -138,10 +138,7 @@ def private_engine() -> Iterator[PrivateEngine]:
 def test_engine_killed_mid_run_ends_attempts_infra_error_and_leaves_nothing(
     private_engine: PrivateEngine, request: pytest.FixtureRequest
 ) -> None:
-    # The sandbox user must reach the run folder (pytest's own tmp is 0700).
-    work = Path(tempfile.mkdtemp(prefix="engine-fault-", dir=ROOT / "build"))
-    work.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work = sandbox_work_dir(request, "engine-fault-")
     env = {"DOCKER_HOST": private_engine.url}
     cases = [slow_case("victim", est_time_s=60), ref_case("after")]
     suite = write_suite(work, cases, image="host", cpu_concurrency=1, measurement_repeats=5)

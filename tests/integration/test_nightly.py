@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from nightly_helpers import (
     lab_argv,
     processes_mentioning,
     run_nightly,
+    sandbox_work_dir,
     write_suite,
 )
 from nightly_helpers import ref_case as case
@@ -36,11 +35,7 @@ SUITE = [case("alpha", steps=30, size=256), case("beta", steps=30, size=256)]
 def test_docker_nightly_two_servers_on_port_30000_at_once(
     request: pytest.FixtureRequest, reference_image: str, docker_client: Any
 ) -> None:
-    # Not under pytest's /tmp folder (mode 0700, and /tmp is a tmpfs inside the sandbox): the
-    # sandbox user must reach the run folder, as it does under a checkout's runs/.
-    work = Path(tempfile.mkdtemp(prefix="docker-nightly-", dir=ROOT / "build"))
-    work.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work = sandbox_work_dir(request, "docker-nightly-")
     code, results, run_dir, err = run_nightly(write_suite(work, SUITE), work / "runs", "docker")
     cases = by_id(results)
     assert code == 0, err

@@ -9,12 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nightly_helpers import ROOT, processes_mentioning, ref_case, write_suite
+from nightly_helpers import ROOT, processes_mentioning, ref_case, sandbox_work_dir, write_suite
 
 SESSION = """\
 type serve
@@ -61,9 +60,7 @@ def test_repro_shell_in_a_network_namespace(tmp_path: Path) -> None:
 def test_repro_shell_in_the_docker_sandbox(
     request: pytest.FixtureRequest, reference_image: str, docker_client: Any
 ) -> None:
-    work = Path(tempfile.mkdtemp(prefix="repro-shell-", dir=ROOT / "build"))
-    work.chmod(0o755)  # the sandbox user reaches the run folder
-    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work = sandbox_work_dir(request, "repro-shell-")
     suite = write_suite(work, [ref_case("shelled")])
     got = check_session(repro_shell(suite, work / "runs", "docker"), work / "runs")
     assert "uid: 1000" in got["said"]  # the image's unprivileged user, as in the nightly

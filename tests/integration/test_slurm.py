@@ -25,6 +25,7 @@ from nightly_helpers import (
     processes_mentioning,
     ref_case,
     run_nightly,
+    sandbox_work_dir,
 )
 from nightly_helpers import start_nightly as start_lab_nightly
 from nightly_helpers import write_suite as write_lab_suite
@@ -157,10 +158,7 @@ def test_reference_suite_through_slurm_matches_the_local_run(
 ) -> None:
     if sandbox == "docker":
         request.getfixturevalue("reference_image")  # skips, saying why, without the image
-    # Under the checkout's build/ (0755): the docker sandbox's user must reach the run folder.
-    work = Path(tempfile.mkdtemp(prefix="slurm-ref-", dir=ROOT / "build"))
-    work.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work = sandbox_work_dir(request, "slurm-ref-")
     suite = write_suite(work, REFERENCE, sandbox=sandbox, shared_dir=str(work))
     code, results, run_dir, err = nightly(slurm, suite, work / "runs")
     assert code == 0, err
