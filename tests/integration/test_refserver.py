@@ -432,7 +432,7 @@ def accounted_peak(server: RefServer, path: str, body: dict[str, Any], dump: Pat
         assert wait_video(server, response.json()["id"])["status"] == "completed"
     else:
         png_of(response)
-    return float(json.loads(dump.read_text())["accounted_peak_mib"])
+    return float(json.loads(dump.read_text())["meta"]["accounted_peak_mib"])
 
 
 PLACEMENTS = {  # server name -> (text encoder offloaded, transformer residency, vae offloaded)
