@@ -60,9 +60,11 @@ REFERENCE = [
 ]
 
 
-def write_suite(d: Path, cases: list[dict[str, Any]], **slurm: Any) -> Path:
+def write_suite(
+    d: Path, cases: list[dict[str, Any]], confirm_failures: int = 1, **slurm: Any
+) -> Path:
     settings = {"sandbox": "netns", "poll_s": 0.3, "max_jobs": 4, **slurm}
-    return write_lab_suite(d, cases, slurm=settings)
+    return write_lab_suite(d, cases, slurm=settings, confirm_failures=confirm_failures)
 
 
 def nightly(
@@ -125,6 +127,7 @@ def time_limited(slurm: SlurmCluster) -> Iterator[tuple[subprocess.Popen[str], P
         work,
         [command_case("overtime", "echo start; sleep 601", startup_timeout_s=900)],
         sbatch_args=["--time=1"],  # last on sbatch's line: wins over the lab's own --time
+        confirm_failures=0,  # one time limit is the point here; test_triage covers the re-run
     )
     proc = start_nightly(slurm, suite, work / "runs")
     yield proc, work / "runs"
