@@ -110,7 +110,8 @@ def test_stop_kills_the_whole_group_even_escaped_and_stubborn_processes(netns, t
     script = (
         "trap '' TERM; "  # the leader ignores TERM: only KILL ends it
         f"sleep 300 & echo $! > {pids}/child; "
-        f"setsid sleep 300 & echo $! > {pids}/escaped; "  # its own session: not in our group
+        # its own session, not in our group; the pid is written once setsid has made it
+        f"setsid sh -c 'echo $$ > {pids}/escaped; exec sleep 300' & "
         "wait"
     )
     box = netns.start(make_request(tmp_path, ["sh", "-c", script]))
