@@ -28,7 +28,7 @@ from lab.host.progress import Progress
 from lab.host.run import Nightly, RunOptions
 from lab.results.model import CaseResult, RunResults
 from lab.results.reports import write_reports
-from lab.results.store import RunDir, new_run_id, run_commit
+from lab.results.store import RunDir, new_run_id, run_commit_and_source
 from lab.results.triage import peak_per_gpu_gib, sign_failures
 
 CPU_STEP_GIB = 0.01
@@ -114,10 +114,12 @@ class Fitter:
         return new
 
     def finish(self, boundary: float | None, mode: str) -> RunResults:
+        commit_sha, commit_source = run_commit_and_source()
         results = RunResults(
             run_id=self.run_dir.run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
-            commit_sha=run_commit(),
+            commit_sha=commit_sha,
+            commit_source=commit_source,
             lab_version=__version__,
             config_path=str(self.loaded.path),
             config_sha256=self.loaded.sha256,

@@ -187,12 +187,6 @@ def run_commit_and_source(explicit: str | None = None) -> tuple[str | None, str 
     return sha, ("lab checkout HEAD" if sha else None)
 
 
-def run_commit() -> str | None:
-    """The commit a night is of (run_commit_and_source without its source). `failing_since`
-    names it."""
-    return run_commit_and_source()[0]
-
-
 _UNSET: Any = object()
 
 
