@@ -25,7 +25,8 @@ from lab.host.runtimes.base import (
     SandboxInfraError,
     SandboxRequest,
 )
-from lab.host.runtimes.docker import LABEL_HOST, LABEL_OWNER, DockerRuntime
+from lab.host.runtimes.docker import DockerRuntime
+from lab.host.runtimes.docker_spec import LABEL_HOST, LABEL_OWNER
 from lab.host.runtimes.registry import default_runtime_name, get_runtime
 
 pytestmark = pytest.mark.docker

@@ -18,8 +18,9 @@ from nightly_helpers import PORT_PROBE
 
 from lab.errors import RuntimeUnavailable
 from lab.host.runtimes.base import SandboxRequest
-from lab.host.runtimes.local import SANDBOX_TOKEN_ENV, LocalRuntime
+from lab.host.runtimes.local import LocalRuntime
 from lab.host.runtimes.netns import NetnsRuntime
+from lab.host.runtimes.process import SANDBOX_TOKEN_ENV
 
 pytestmark = pytest.mark.netns
 

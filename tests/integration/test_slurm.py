@@ -31,7 +31,7 @@ from nightly_helpers import start_nightly as start_lab_nightly
 from nightly_helpers import write_suite as write_lab_suite
 from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_tools
 
-from lab.host.runtimes.local import host_identity
+from lab.host.runtimes.base import host_identity
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 

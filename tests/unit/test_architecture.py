@@ -101,3 +101,13 @@ def test_lab_case_loads_no_host_module(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.stdout.split(maxsplit=1) == [str(EXIT_BAD_SPEC), "[]\n"]
+
+
+def test_runtimes_are_peers_that_share_only_base_and_process() -> None:
+    """docker, netns, local and slurm share base.py (and process.py); none imports another
+    runtime's module (registry.py alone picks one by name), and none reaches into the run."""
+    peers = [f"lab.host.runtimes.{name}" for name in ("local", "netns", "docker", "slurm")]
+    assert GRAPH["lab.host.runtimes.docker"] & {*peers, "lab.host.runtimes.process"} == set()
+    for module, deps in GRAPH.items():
+        if within(module, "lab.host.runtimes") and module != "lab.host.runtimes.registry":
+            assert deps & {*peers, "lab.host.run"} - {module} == set(), module

@@ -15,20 +15,17 @@ from lab.errors import ConfigError, LabError
 from lab.host.gpus import GpuInfo
 from lab.host.plan import RunContext, attempt_request, plan_cases
 from lab.host.runtimes.base import SandboxRequest, places_work
-from lab.host.runtimes.slurm import (
+from lab.host.runtimes.slurm import SlurmRuntime
+from lab.host.runtimes.slurm_job import fill_spec, granted_gpus
+from lab.host.runtimes.slurm_states import (
     JobState,
-    SlurmRuntime,
     format_time_limit,
-    job_comment,
-    job_script,
-    node_request,
     parse_comment,
     parse_duration,
     parse_scontrol,
-    sbatch_argv,
     verdict,
 )
-from lab.host.runtimes.slurm_job import fill_spec, granted_gpus
+from lab.host.runtimes.slurm_submit import job_comment, job_script, node_request, sbatch_argv
 
 GIB = 1024.0
 

@@ -1,12 +1,24 @@
-"""The small interface every runtime implements: start an attempt, wait, stop, clean up."""
+"""The small interface every runtime implements (start an attempt, wait, stop, clean up), and
+the toolkit the runtimes share: sandbox names, who started a sandbox (host identity), the
+`lab case` command line, GPU and env settings, log tails."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import socket
+import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import psutil
+
+import lab
 from lab.contract import Outcome
+from lab.redact import is_secret_name
 
 LABEL_PREFIX = "nightly-lab"
 LABEL_RUN = f"{LABEL_PREFIX}.run-id"
@@ -15,6 +27,8 @@ LABEL_ATTEMPT = f"{LABEL_PREFIX}.attempt"
 # The reference image's user `lab`: who runs a sandbox when the host is root and the image names
 # no user (docker), and the pod's user (render k8s).
 SANDBOX_UID = 1000
+HOST_GPUS_ENV = "NIGHTLY_LAB_HOST_GPUS"  # host indices of the sandbox's GPUs, for reports
+LOG_TAIL_LINES = 50
 
 
 @dataclass
@@ -45,11 +59,6 @@ class SandboxRequest:
     time_limit_s: float | None = None
     # `lab repro --shell`: `lab case --shell`, attached to the terminal (Runtime.attach).
     shell: bool = False
-
-
-def lab_case_args(req: SandboxRequest) -> list[str]:
-    """What every sandbox runs after `lab`: `case SPEC`, plus `--shell` for a repro shell."""
-    return ["case", str(req.spec_path), *(["--shell"] if req.shell else [])]
 
 
 @dataclass
@@ -99,13 +108,12 @@ class Runtime(Protocol):
 
     def start(self, req: SandboxRequest) -> Sandbox: ...
 
-    def attach(self, req: SandboxRequest) -> int:
-        """Run the sandbox in the foreground on this terminal (`lab repro --shell`); its exit
-        code. Nothing of it remains afterwards."""
-        ...
-
     def plan(self, req: SandboxRequest) -> dict[str, object]:
         """What start() would do, without starting anything (for --dry-run)."""
+        ...
+
+    def repro_command(self, req: SandboxRequest) -> str:
+        """The shell line that starts this attempt's sandbox by hand."""
         ...
 
     def image_id(self, image: str | None) -> str | None: ...
@@ -115,6 +123,98 @@ class Runtime(Protocol):
         ...
 
 
+class ShellRuntime(Runtime, Protocol):
+    """A runtime whose sandbox can run on this terminal (docker, netns, local; not Slurm, where
+    `lab repro --shell` says so)."""
+
+    def attach(self, req: SandboxRequest) -> int:
+        """Run the sandbox in the foreground on this terminal (`lab repro --shell`); its exit
+        code. Nothing of it remains afterwards."""
+        ...
+
+
 def places_work(runtime: object) -> bool:
     """Does the lab place attempts on this machine's GPUs (True), or the runtime (Slurm)?"""
     return bool(getattr(runtime, "places_work", True))
+
+
+# --- the toolkit the runtimes share ---------------------------------------------------------
+def lab_case_args(req: SandboxRequest) -> list[str]:
+    """What every sandbox runs after `lab`: `case SPEC`, plus `--shell` for a repro shell."""
+    return ["case", str(req.spec_path), *(["--shell"] if req.shell else [])]
+
+
+def sandbox_name(run_id: str, case_id: str, attempt: int) -> str:
+    """`lab-<run>-<case>-a<n>`, restricted to what Docker accepts as a container name."""
+    name = re.sub(r"[^a-zA-Z0-9_.-]+", "-", f"lab-{run_id}-{case_id}-a{attempt}")
+    if len(name) > 120:  # keep it readable and unique: cut the middle, keep the attempt
+        name = f"{name[:100]}-{uuid.uuid5(uuid.NAMESPACE_OID, name).hex[:8]}-a{attempt}"
+    return name
+
+
+def lab_source_dir() -> Path:
+    """The folder holding the `lab` package, so a sandbox imports the very code the host runs."""
+    return Path(lab.__file__).resolve().parent.parent
+
+
+def host_lab_case_command(req: SandboxRequest) -> list[str]:
+    """`lab case SPEC` with the host's own interpreter (netns, local, docker's `host` image)."""
+    return [sys.executable, "-m", "lab.cli", *lab_case_args(req)]
+
+
+def with_pythonpath(env: dict[str, str], first: Path) -> dict[str, str]:
+    old = env.get("PYTHONPATH")
+    return {**env, "PYTHONPATH": f"{first}{os.pathsep}{old}" if old else str(first)}
+
+
+def gpu_env(gpus: list[int]) -> dict[str, str]:
+    """Host indices as CUDA sees them: PCI bus order is NVML's order, so index 3 is NVML's 3."""
+    return {
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),  # "" hides every GPU
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        HOST_GPUS_ENV: ",".join(str(g) for g in gpus),
+    }
+
+
+def env_assignments(env: dict[str, str]) -> list[str]:
+    """`NAME=value` words for a shell line; secrets are taken from the caller's environment."""
+    words = []
+    for k, v in env.items():
+        words.append(f'{k}="${k}"' if is_secret_name(k) else shlex.quote(f"{k}={v}"))
+    return words
+
+
+def host_identity() -> str:
+    """`hostname:pid:create_time` of this lab process, stamped on every sandbox it starts."""
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def host_alive(identity: str | None) -> bool:
+    """Is the lab process that started a sandbox still running? Unknown or another machine's
+    counts as alive: cleanup(None) only takes what is certainly orphaned."""
+    try:
+        hostname, pid, created = (identity or "").rsplit(":", 2)
+        if hostname != socket.gethostname():
+            return True
+        return bool(abs(psutil.Process(int(pid)).create_time() - float(created)) < 0.01)
+    except ValueError:
+        return True
+    except psutil.Error:
+        return False
+
+
+def exit_status(returncode: int) -> int:
+    """Popen's -N (killed by signal N) as a shell would say it: 128 + N, like Docker's 137."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256 * 1024))  # the tail only; logs can be large
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return text.splitlines()[-lines:]

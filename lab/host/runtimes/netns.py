@@ -3,7 +3,7 @@ server binds 127.0.0.1:30000 without colliding. Files, GPUs and processes are th
 
 `unshare --net --fork --kill-child` (root; otherwise a user namespace maps us to root) runs this
 module as a tiny init: `python -m lab.host.runtimes.netns --lo-up -- CMD…` brings `lo` up with an
-ioctl (GPU machines have no `ip`) and execs CMD. Process handling is local.py's."""
+ioctl (GPU machines have no `ip`) and execs CMD. Process handling is process.py's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lab.errors import RuntimeUnavailable
-from lab.host.runtimes.local import ProcessRuntime
+from lab.host.runtimes.process import ProcessRuntime
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -39,257 +38,52 @@ from lab.config import SlurmSettings
 from lab.contract import RESULT_FILE, Outcome
 from lab.errors import LabError, RuntimeUnavailable
 from lab.files import read_json, write_atomic, write_json_atomic
-from lab.host.runtimes.base import SandboxExit, SandboxInfraError, SandboxRequest
-from lab.host.runtimes.local import (
+from lab.host.runtimes.base import (
     LOG_TAIL_LINES,
+    SandboxExit,
+    SandboxInfraError,
+    SandboxRequest,
     host_alive,
     host_identity,
     lab_source_dir,
     read_tail,
     sandbox_name,
 )
-from lab.redact import is_secret_name
+from lab.host.runtimes.slurm_states import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    JobState,
+    job_from_sacct,
+    job_from_scontrol,
+    jobs_from_squeue,
+    parse_comment,
+    parse_scontrol,
+    verdict,
+)
+from lab.host.runtimes.slurm_submit import (
+    JOB_OVERHEAD_S,
+    NODE_RECORD_FILE,
+    OUTPUT_PATTERN,
+    REQUEST_FILE,
+    SCRIPT_FILE,
+    job_comment,
+    job_script,
+    node_request,
+    sbatch_argv,
+    submit_env,
+)
 
-COMMENT_TAG = "nightly-lab"
-REQUEST_FILE = "slurm-request.json"  # what the job's node side reads (no secret values)
-SCRIPT_FILE = "slurm-job.sh"
-NODE_RECORD_FILE = "slurm-node.json"  # what the node side saw: node, granted GPUs and from where
-OUTPUT_PATTERN = "slurm-%j.out"  # the job's own stdout/stderr, beside its spec
-# A job's start-up on its node (a container, imports) on top of the attempt's own bound.
-JOB_OVERHEAD_S = 120.0
 # Slurm checks time limits about every 30 s and then waits KillWait: give it the first word.
 ENFORCE_SLACK_S = 180.0
 CANCEL_WAIT_S = 90.0  # after scancel: until the job has left the node (KillWait, epilog)
 SLURM_CMD_TIMEOUT_S = 60.0
 POLL_FAILURE_LIMIT_S = 300.0  # squeue failing this long: the attempt is an infra_error
 
-# Where a job still is. COMPLETING counts: its processes may still be on the node.
-# fmt: off
-ACTIVE_STATES = frozenset({
-    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
-    "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-})
-# fmt: on
-TIME_STATES = frozenset({"TIMEOUT", "DEADLINE"})
-# A normal end: the exit code and the result file decide.
-EXIT_REASONS = frozenset({"None", "NonZeroExitCode", ""})
-_SCONTROL_KEY = re.compile(r"\s(?=[A-Za-z][\w/:]*=)")
-
-
-# --- Slurm's words -------------------------------------------------------------------------------
-@dataclass
-class JobState:
-    """One job as Slurm describes it (squeue, scontrol or sacct)."""
-
-    job_id: str
-    state: str  # PENDING, RUNNING, COMPLETED, TIMEOUT, … ("CANCELLED by 0" → CANCELLED)
-    reason: str = ""
-    nodes: str = ""
-    time_limit_s: float | None = None  # None: UNLIMITED or unknown
-    exit_code: int | None = None  # ExitCode's first half
-    signal: int | None = None  # ExitCode's second half
-    source: str = "squeue"
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-
-def parse_duration(text: str) -> float | None:
-    """Slurm's `[D-]HH:MM:SS`, `MM:SS` or minutes, in seconds; None for UNLIMITED and the like."""
-    text = text.strip()
-    days = 0
-    if "-" in text:
-        d, _, text = text.partition("-")
-        if not d.isdigit():
-            return None
-        days = int(d)
-    parts = text.split(":")
-    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
-        return None
-    nums = [int(p) for p in parts]
-    if len(nums) == 1:  # minutes
-        return days * 86400 + nums[0] * 60.0
-    while len(nums) < 3:
-        nums.insert(0, 0)
-    h, m, s = nums
-    return days * 86400 + h * 3600 + m * 60 + s + 0.0
-
-
-def format_time_limit(seconds: float) -> str:
-    """sbatch --time for at least `seconds`: whole minutes (Slurm's unit), `D-HH:MM:00`."""
-    minutes = max(1, math.ceil(seconds / 60.0))
-    d, rest = divmod(minutes, 24 * 60)
-    h, m = divmod(rest, 60)
-    return f"{d}-{h:02d}:{m:02d}:00"
-
-
-def parse_scontrol(line: str) -> dict[str, str]:
-    """`scontrol show job -o` → {key: value}. Values may hold spaces (Command=script args)."""
-    out: dict[str, str] = {}
-    for item in _SCONTROL_KEY.split(line.strip()):
-        key, sep, value = item.partition("=")
-        if sep:
-            out[key] = value
-    return out
-
-
-def _exit_pair(text: str) -> tuple[int | None, int | None]:
-    code, _, sig = text.partition(":")
-    return (int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None)
-
-
-def job_from_scontrol(fields: dict[str, str]) -> JobState:
-    code, sig = _exit_pair(fields.get("ExitCode", ""))
-    return JobState(
-        job_id=fields.get("JobId", ""),
-        state=fields.get("JobState", "UNKNOWN").split()[0],
-        reason=fields.get("Reason", ""),
-        nodes=fields.get("NodeList", "") if fields.get("NodeList") != "(null)" else "",
-        time_limit_s=parse_duration(fields.get("TimeLimit", "")),
-        exit_code=code,
-        signal=sig,
-        source="scontrol",
-    )
-
-
-def parse_comment(comment: str) -> dict[str, str] | None:
-    """The fields of a lab job's comment; None for any other job's."""
-    parts = comment.strip().split(";")
-    if not parts or parts[0] != COMMENT_TAG:
-        return None
-    return dict(p.partition("=")[::2] for p in parts[1:] if "=" in p)
-
-
-def job_comment(req: SandboxRequest, host: str | None) -> str:
-    """`nightly-lab;run=…;case=…;attempt=…[;host=…]`: no spaces, so Slurm's tools keep it whole."""
-    words = [COMMENT_TAG, f"run={req.run_id}", f"case={req.case_id}", f"attempt={req.attempt}"]
-    if host:
-        words.append(f"host={host}")
-    return ";".join(re.sub(r"[\s;]+", "_", w) for w in words)
-
-
-def verdict(job: JobState, cancelled_by_us: bool) -> SandboxExit:
-    """What an ended job means for the attempt (the result file, if any, is read afterwards).
-
-    COMPLETED/FAILED: the exit code decides. TIMEOUT: `timeout`, with Slurm's reason. A node that
-    failed, a preemption, a cancel by someone else: `infra_error` with Slurm's reason (the ladder
-    retries an infra_error once). Cancelled by us: the run is stopping."""
-    where = f" on {job.nodes}" if job.nodes else ""
-    why = f" (reason: {job.reason})" if job.reason and job.reason != "None" else ""
-    said = f"Slurm: job {job.job_id} {job.state}{where}{why}"
-    code = job.exit_code
-    if job.signal:  # killed by a signal: as a shell says it, 128 + N
-        code = 128 + job.signal
-    if job.state in ("COMPLETED", "FAILED"):  # the result file, if any, decides
-        return SandboxExit(exit_code=code, reason="" if job.reason in EXIT_REASONS else said)
-    if job.state == "OUT_OF_MEMORY":
-        return SandboxExit(exit_code=code, oom_killed=True, reason=f"{said}: host memory limit")
-    if job.state in TIME_STATES:
-        limit = f", time limit {format_time_limit(job.time_limit_s)}" if job.time_limit_s else ""
-        return SandboxExit(
-            exit_code=None, reason=f"{said}{limit}: Slurm ended the job", outcome=Outcome.timeout
-        )
-    if job.state == "CANCELLED" and cancelled_by_us:
-        return SandboxExit(exit_code=None, reason=f"{said}: cancelled by the lab")
-    if job.state == "CANCELLED":
-        said += ": cancelled by someone else (scancel or an admin), not by the lab"
-    return SandboxExit(exit_code=None, reason=said, outcome=Outcome.infra_error)
-
-
-def sbatch_argv(
-    settings: SlurmSettings,
-    req: SandboxRequest,
-    script: Path,
-    comment: str,
-) -> list[str]:
-    """The sbatch line of one attempt. The suite's sbatch_args come last, so they win."""
-    attempt_dir = Path(req.spec_path).parent
-    argv = [
-        "sbatch",
-        "--parsable",
-        f"--job-name={sandbox_name(req.run_id, req.case_id, req.attempt)}",
-        f"--comment={comment}",
-        f"--output={attempt_dir / OUTPUT_PATTERN}",
-        f"--chdir={attempt_dir}",
-        "--nodes=1",
-        "--ntasks=1",
-        # Slurm, not the lab, retries nothing: a lost node is the attempt's infra_error.
-        "--no-requeue",
-        "--export=ALL",  # the secrets the sandbox needs travel here, not in a file
-    ]
-    if req.time_limit_s:
-        argv.append(f"--time={format_time_limit(req.time_limit_s + JOB_OVERHEAD_S)}")
-    if settings.partition:
-        argv.append(f"--partition={settings.partition}")
-    if req.gpu_count > 0:
-        kind = f"{settings.gpu_type}:" if settings.gpu_type else ""
-        if settings.gpu_option == "gpus":
-            argv.append(f"--gpus={kind}{req.gpu_count}")
-        else:
-            argv.append(f"--gres=gpu:{kind}{req.gpu_count}")
-    return [*argv, *settings.sbatch_args, str(script)]
-
-
-def node_request(req: SandboxRequest, sandbox: str) -> dict[str, object]:
-    """What the job's node side needs to rebuild the request; secrets by name only."""
-    env = {k: v for k, v in req.env.items() if not is_secret_name(k)}
-    return {
-        "schema": 1,
-        "sandbox": sandbox,
-        "secret_env": sorted(k for k in req.env if is_secret_name(k)),
-        "request": {
-            "run_id": req.run_id,
-            "case_id": req.case_id,
-            "attempt": req.attempt,
-            "spec_path": str(req.spec_path),
-            "run_dir": str(req.run_dir),
-            "config_dir": str(req.config_dir),
-            "image": req.image,
-            "env": env,
-            "model_cache": str(req.model_cache) if req.model_cache else None,
-            "shm_size": req.shm_size,
-            "ipc_mode": req.ipc_mode,
-            "memory_limit_mib": req.memory_limit_mib,
-            "pids_limit": req.pids_limit,
-            "command": req.command,
-            "read_only_root": req.read_only_root,
-            "gpu_count": req.gpu_count,
-            "time_limit_s": req.time_limit_s,
-        },
-    }
-
-
-def job_script(python: str, request_path: Path, pythonpath: Path | None) -> str:
-    """The batch script: the node side of the lab, nothing else (secrets come in the env)."""
-    lines = [
-        "#!/bin/sh",
-        "# nightly-lab: one case attempt as a Slurm job (lab/host/runtimes/slurm.py). Secrets",
-        "# arrive in the job's environment (sbatch --export=ALL), never in this file.",
-    ]
-    if pythonpath is not None:  # the host's own interpreter: import the very lab the host runs
-        path = shlex.quote(str(pythonpath))
-        lines.append(f'export PYTHONPATH={path}"${{PYTHONPATH:+:$PYTHONPATH}}"')
-    node_side = [python, "-m", "lab.host.runtimes.slurm_job", str(request_path)]
-    lines.append(f"exec {shlex.join(node_side)}")
-    return "\n".join(lines) + "\n"
-
-
-def submit_env(req: SandboxRequest) -> dict[str, str]:
-    """sbatch's environment, which the job inherits: the host's, plus the request's secrets;
-    without the host's GPU selection (Slurm sets the job's own) or an enclosing job's ids."""
-    drop = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in drop and not k.startswith(("SLURM_JOB", "SLURM_GPUS", "SBATCH_"))
-    }
-    env.update({k: v for k, v in req.env.items() if is_secret_name(k)})
-    return env
-
 
 # --- talking to Slurm ----------------------------------------------------------------------------
-def slurm_cmd(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def slurm_cmd(
+    argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a Slurm tool. Its own session: a Ctrl-C at the terminal reaches the lab, which then
     cancels its jobs, and never kills an sbatch half-way through."""
     try:
@@ -311,7 +105,7 @@ def slurm_cmd(argv: list[str], env: dict[str, str] | None = None) -> subprocess.
         raise SandboxInfraError(f"slurm: `{shlex.join(argv)}` failed: {e}") from e
 
 
-def _said(done: subprocess.CompletedProcess) -> str:
+def _said(done: subprocess.CompletedProcess[str]) -> str:
     return (done.stderr or done.stdout or "").strip() or f"exit code {done.returncode}"
 
 
@@ -470,7 +264,7 @@ class SlurmRuntime:
     places_work = False  # Slurm places the jobs; the lab only bounds how many are in flight
 
     def __init__(self, settings: SlurmSettings | None = None) -> None:
-        self.settings = settings or SlurmSettings()
+        self.settings = settings or SlurmSettings.model_validate({})
         self._checked = False
         self._lock = threading.Lock()
         self._watched: set[str] = set()
@@ -605,19 +399,11 @@ class SlurmRuntime:
     def _poll(self) -> None:
         ids = sorted(self._watched, key=int)
         done = slurm_cmd(
-            ["squeue", f"--jobs={','.join(ids)}", "--states=all", "-h", "-o", "%i|%T|%r|%N|%l"]
+            ["squeue", f"--jobs={','.join(ids)}", "--states=all", "-h", "-o", SQUEUE_FORMAT]
         )
         if done.returncode != 0 and "Invalid job id" not in done.stderr:
             raise SandboxInfraError(f"squeue failed: {_said(done)}")
-        states: dict[str, JobState] = {}
-        for line in done.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) < 5:
-                continue
-            job_id, state, reason, nodes, limit = (p.strip() for p in parts[:5])
-            states[job_id] = JobState(
-                job_id, state.split()[0], reason, nodes, parse_duration(limit)
-            )
+        states = jobs_from_squeue(done.stdout)
         self._states, self._polled = states, set(ids)
         self._polled_at = time.monotonic()
         # Ended (or forgotten) jobs stop costing a query; final_state() says how they ended.
@@ -628,33 +414,8 @@ class SlurmRuntime:
         done = slurm_cmd(["scontrol", "show", "job", "-o", job_id])
         if done.returncode == 0 and done.stdout.strip():
             return job_from_scontrol(parse_scontrol(done.stdout.splitlines()[0]))
-        done = slurm_cmd(
-            [
-                "sacct",
-                "-j",
-                job_id,
-                "-X",
-                "-n",
-                "-P",
-                "-o",
-                "JobID,State,ExitCode,NodeList,Timelimit,Reason",
-            ]
-        )
-        for line in done.stdout.splitlines() if done.returncode == 0 else []:
-            parts = line.split("|")
-            if len(parts) >= 6 and parts[0] == job_id:
-                code, sig = _exit_pair(parts[2])
-                return JobState(
-                    job_id,
-                    parts[1].split()[0],
-                    parts[5],
-                    parts[3],
-                    parse_duration(parts[4]),
-                    code,
-                    sig,
-                    source="sacct",
-                )
-        return None
+        done = slurm_cmd(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", SACCT_FIELDS])
+        return job_from_sacct(done.stdout, job_id) if done.returncode == 0 else None
 
     # -- cancelling ----------------------------------------------------------------------------
     def cancel_names(self, names: list[str]) -> None:

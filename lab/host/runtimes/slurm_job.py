@@ -26,7 +26,7 @@ from lab.files import read_json, write_json_atomic
 from lab.host.gpus import GpuInfo, inventory, visible_devices
 from lab.host.runtimes.base import Runtime, Sandbox, SandboxExit, SandboxRequest
 from lab.host.runtimes.registry import get_runtime
-from lab.host.runtimes.slurm import NODE_RECORD_FILE
+from lab.host.runtimes.slurm_submit import NODE_RECORD_FILE
 from lab.host.vram import plan_vram
 
 STOP_GRACE_S = 5.0  # Slurm's KillWait is 30 s by default: stop well before its SIGKILL

@@ -1,0 +1,121 @@
+"""What one Slurm submission is: the sbatch line, the job's comment and environment, and the
+files written beside the attempt's spec for the node side (slurm_job.py): the batch script and
+the sandbox request. Secrets travel in the job's environment; the files name them only."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+from lab.config import SlurmSettings
+from lab.host.runtimes.base import SandboxRequest, sandbox_name
+from lab.host.runtimes.slurm_states import COMMENT_TAG, format_time_limit
+from lab.redact import is_secret_name
+
+REQUEST_FILE = "slurm-request.json"  # what the job's node side reads (no secret values)
+SCRIPT_FILE = "slurm-job.sh"
+NODE_RECORD_FILE = "slurm-node.json"  # what the node side saw: node, granted GPUs and from where
+OUTPUT_PATTERN = "slurm-%j.out"  # the job's own stdout/stderr, beside its spec
+# A job's start-up on its node (a container, imports) on top of the attempt's own bound.
+JOB_OVERHEAD_S = 120.0
+
+
+def job_comment(req: SandboxRequest, host: str | None) -> str:
+    """`nightly-lab;run=…;case=…;attempt=…[;host=…]`: no spaces, so Slurm's tools keep it whole."""
+    words = [COMMENT_TAG, f"run={req.run_id}", f"case={req.case_id}", f"attempt={req.attempt}"]
+    if host:
+        words.append(f"host={host}")
+    return ";".join(re.sub(r"[\s;]+", "_", w) for w in words)
+
+
+def sbatch_argv(
+    settings: SlurmSettings,
+    req: SandboxRequest,
+    script: Path,
+    comment: str,
+) -> list[str]:
+    """The sbatch line of one attempt. The suite's sbatch_args come last, so they win."""
+    attempt_dir = Path(req.spec_path).parent
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={sandbox_name(req.run_id, req.case_id, req.attempt)}",
+        f"--comment={comment}",
+        f"--output={attempt_dir / OUTPUT_PATTERN}",
+        f"--chdir={attempt_dir}",
+        "--nodes=1",
+        "--ntasks=1",
+        # Slurm, not the lab, retries nothing: a lost node is the attempt's infra_error.
+        "--no-requeue",
+        "--export=ALL",  # the secrets the sandbox needs travel here, not in a file
+    ]
+    if req.time_limit_s:
+        argv.append(f"--time={format_time_limit(req.time_limit_s + JOB_OVERHEAD_S)}")
+    if settings.partition:
+        argv.append(f"--partition={settings.partition}")
+    if req.gpu_count > 0:
+        kind = f"{settings.gpu_type}:" if settings.gpu_type else ""
+        if settings.gpu_option == "gpus":
+            argv.append(f"--gpus={kind}{req.gpu_count}")
+        else:
+            argv.append(f"--gres=gpu:{kind}{req.gpu_count}")
+    return [*argv, *settings.sbatch_args, str(script)]
+
+
+def node_request(req: SandboxRequest, sandbox: str) -> dict[str, object]:
+    """What the job's node side needs to rebuild the request; secrets by name only."""
+    env = {k: v for k, v in req.env.items() if not is_secret_name(k)}
+    return {
+        "schema": 1,
+        "sandbox": sandbox,
+        "secret_env": sorted(k for k in req.env if is_secret_name(k)),
+        "request": {
+            "run_id": req.run_id,
+            "case_id": req.case_id,
+            "attempt": req.attempt,
+            "spec_path": str(req.spec_path),
+            "run_dir": str(req.run_dir),
+            "config_dir": str(req.config_dir),
+            "image": req.image,
+            "env": env,
+            "model_cache": str(req.model_cache) if req.model_cache else None,
+            "shm_size": req.shm_size,
+            "ipc_mode": req.ipc_mode,
+            "memory_limit_mib": req.memory_limit_mib,
+            "pids_limit": req.pids_limit,
+            "command": req.command,
+            "read_only_root": req.read_only_root,
+            "gpu_count": req.gpu_count,
+            "time_limit_s": req.time_limit_s,
+        },
+    }
+
+
+def job_script(python: str, request_path: Path, pythonpath: Path | None) -> str:
+    """The batch script: the node side of the lab, nothing else (secrets come in the env)."""
+    lines = [
+        "#!/bin/sh",
+        "# nightly-lab: one case attempt as a Slurm job (lab/host/runtimes/slurm.py). Secrets",
+        "# arrive in the job's environment (sbatch --export=ALL), never in this file.",
+    ]
+    if pythonpath is not None:  # the host's own interpreter: import the very lab the host runs
+        path = shlex.quote(str(pythonpath))
+        lines.append(f'export PYTHONPATH={path}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    node_side = [python, "-m", "lab.host.runtimes.slurm_job", str(request_path)]
+    lines.append(f"exec {shlex.join(node_side)}")
+    return "\n".join(lines) + "\n"
+
+
+def submit_env(req: SandboxRequest) -> dict[str, str]:
+    """sbatch's environment, which the job inherits: the host's, plus the request's secrets;
+    without the host's GPU selection (Slurm sets the job's own) or an enclosing job's ids."""
+    drop = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in drop and not k.startswith(("SLURM_JOB", "SLURM_GPUS", "SBATCH_"))
+    }
+    env.update({k: v for k, v in req.env.items() if is_secret_name(k)})
+    return env
