@@ -5,6 +5,7 @@ cluster: tests/integration/test_slurm.py.)"""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from lab.host.gpus import GpuInfo
 from lab.host.plan import RunContext, attempt_request, plan_cases
 from lab.host.runtimes.base import SandboxRequest, places_work
 from lab.host.runtimes.slurm import SlurmRuntime
-from lab.host.runtimes.slurm_job import fill_spec, granted_gpus
+from lab.host.runtimes.slurm_job import build_request, fill_spec, granted_gpus
 from lab.host.runtimes.slurm_states import (
     JobState,
     format_time_limit,
@@ -25,7 +26,13 @@ from lab.host.runtimes.slurm_states import (
     parse_scontrol,
     verdict,
 )
-from lab.host.runtimes.slurm_submit import job_comment, job_script, node_request, sbatch_argv
+from lab.host.runtimes.slurm_submit import (
+    job_comment,
+    job_script,
+    load_node_request,
+    node_request,
+    sbatch_argv,
+)
 
 GIB = 1024.0
 
@@ -191,3 +198,19 @@ def test_run_folder_outside_the_shared_dir_is_refused(tmp_path: Path) -> None:
     rt.check_out_root(shared / "runs")
     with pytest.raises(LabError, match=r"not under slurm\.shared_dir"):
         rt.check_out_root(tmp_path / "runs")
+
+
+def test_the_node_rebuilds_the_hosts_request_with_its_gpus_and_the_secrets_of_its_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """slurm-request.json is a dump of the request: every field comes back on the node, which
+    adds the GPUs Slurm granted and takes the secret's value from the job's environment."""
+    req = request(tmp_path, model_cache=tmp_path / "models", command=["sleep", "1"], shm_size="8g")
+    written = json.loads(json.dumps(node_request(req, "netns")))  # as the file holds it
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_job_env")
+    nvml = [GpuInfo(i, "H100", f"GPU-{i}", 80 * GIB) for i in range(4)]
+    node = load_node_request(written)
+    assert node.sandbox == "netns" and node.secret_env == ["HF_TOKEN"]
+    rebuilt = build_request(node, nvml[2:4])
+    env = {**req.env, "HF_TOKEN": "hf_from_the_job_env", "CUDA_VISIBLE_DEVICES": "GPU-2,GPU-3"}
+    assert rebuilt == replace(req, env=env, gpus=[2, 3], gpu_count=2)

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from lab.contract import AttemptSpec, load_spec
 from lab.errors import LabError
@@ -26,7 +26,7 @@ from lab.files import read_json, write_json_atomic
 from lab.host.gpus import GpuInfo, inventory, visible_devices
 from lab.host.runtimes.base import Runtime, Sandbox, SandboxExit, SandboxRequest
 from lab.host.runtimes.registry import get_runtime
-from lab.host.runtimes.slurm_submit import NODE_RECORD_FILE
+from lab.host.runtimes.slurm_submit import NODE_RECORD_FILE, NodeRequest, load_node_request
 from lab.host.vram import plan_vram
 
 STOP_GRACE_S = 5.0  # Slurm's KillWait is 30 s by default: stop well before its SIGKILL
@@ -91,33 +91,13 @@ def fill_spec(spec: AttemptSpec, infos: list[GpuInfo]) -> AttemptSpec:
     )
 
 
-def build_request(data: dict[str, Any], infos: list[GpuInfo]) -> SandboxRequest:
+def build_request(node: NodeRequest, infos: list[GpuInfo]) -> SandboxRequest:
     """The host's request again, with this node's GPUs and the secrets from the job's env."""
-    r = data["request"]
-    env = dict(r["env"])
-    env.update({k: os.environ[k] for k in data.get("secret_env", []) if k in os.environ})
+    env = dict(node.request.env)
+    env.update({k: os.environ[k] for k in node.secret_env if k in os.environ})
     gpus = [g.index for g in infos]
     env["CUDA_VISIBLE_DEVICES"] = visible_devices(infos, gpus)
-    return SandboxRequest(
-        run_id=r["run_id"],
-        case_id=r["case_id"],
-        attempt=int(r["attempt"]),
-        spec_path=Path(r["spec_path"]),
-        run_dir=Path(r["run_dir"]),
-        config_dir=Path(r["config_dir"]),
-        gpus=gpus,
-        image=r.get("image"),
-        env=env,
-        model_cache=Path(r["model_cache"]) if r.get("model_cache") else None,
-        shm_size=r.get("shm_size", "2g"),
-        ipc_mode=r.get("ipc_mode"),
-        memory_limit_mib=r.get("memory_limit_mib"),
-        pids_limit=int(r.get("pids_limit", 4096)),
-        command=r.get("command"),
-        read_only_root=bool(r.get("read_only_root", True)),
-        gpu_count=len(gpus),
-        time_limit_s=r.get("time_limit_s"),
-    )
+    return replace(node.request, env=env, gpus=gpus, gpu_count=len(gpus))
 
 
 def _record_image(record: Path, runtime: Runtime, image: str | None) -> None:
@@ -131,14 +111,14 @@ def _record_image(record: Path, runtime: Runtime, image: str | None) -> None:
 
 
 def run_job(request_path: Path) -> int:
-    data = read_json(request_path)
-    spec_path = Path(data["request"]["spec_path"])
+    node_request = load_node_request(read_json(request_path))
+    spec_path = node_request.request.spec_path
     spec = load_spec(spec_path)
     infos, source = granted_gpus(os.environ, inventory()) if spec.num_gpus else ([], "none")
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     say(
         f"job {os.environ.get('SLURM_JOB_ID', '?')} on {node}: {spec.case.id} attempt "
-        f"{spec.attempt} ({spec.rung}), {data['sandbox']} sandbox, GPUs "
+        f"{spec.attempt} ({spec.rung}), {node_request.sandbox} sandbox, GPUs "
         f"{[g.index for g in infos] or 'none'} (from {source})"
     )
     write_json_atomic(
@@ -147,7 +127,7 @@ def run_job(request_path: Path) -> int:
             "job_id": os.environ.get("SLURM_JOB_ID"),
             "node": node,
             "hostname": socket.gethostname(),
-            "sandbox": data["sandbox"],
+            "sandbox": node_request.sandbox,
             "gpus": [g.index for g in infos],
             "gpu_uuids": [g.uuid for g in infos if g.uuid],
             "gpus_from": source,
@@ -160,8 +140,8 @@ def run_job(request_path: Path) -> int:
         return EXIT_NODE_ERROR
     spec = fill_spec(spec, infos)
     write_json_atomic(spec_path, spec.model_dump(mode="json"))
-    req = build_request(data, infos[: spec.num_gpus])
-    runtime = get_runtime(data["sandbox"])
+    req = build_request(node_request, infos[: spec.num_gpus])
+    runtime = get_runtime(node_request.sandbox)
     runtime.check()
 
     # Install the handler before starting: a TERM during start must still stop the sandbox.

@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from lab.config import SlurmSettings
 from lab.host.runtimes.base import SandboxRequest, sandbox_name
@@ -64,33 +68,35 @@ def sbatch_argv(
     return [*argv, *settings.sbatch_args, str(script)]
 
 
-def node_request(req: SandboxRequest, sandbox: str) -> dict[str, object]:
-    """What the job's node side needs to rebuild the request; secrets by name only."""
-    env = {k: v for k, v in req.env.items() if not is_secret_name(k)}
-    return {
-        "schema": 1,
-        "sandbox": sandbox,
-        "secret_env": sorted(k for k in req.env if is_secret_name(k)),
-        "request": {
-            "run_id": req.run_id,
-            "case_id": req.case_id,
-            "attempt": req.attempt,
-            "spec_path": str(req.spec_path),
-            "run_dir": str(req.run_dir),
-            "config_dir": str(req.config_dir),
-            "image": req.image,
-            "env": env,
-            "model_cache": str(req.model_cache) if req.model_cache else None,
-            "shm_size": req.shm_size,
-            "ipc_mode": req.ipc_mode,
-            "memory_limit_mib": req.memory_limit_mib,
-            "pids_limit": req.pids_limit,
-            "command": req.command,
-            "read_only_root": req.read_only_root,
-            "gpu_count": req.gpu_count,
-            "time_limit_s": req.time_limit_s,
-        },
-    }
+@dataclass
+class NodeRequest:
+    """slurm-request.json: the host's sandbox request as the job's node side rebuilds it. Its
+    env holds no secrets: `secret_env` names them, and their values come from the job's env."""
+
+    sandbox: str  # docker | netns: what runs `lab case` on the node
+    request: SandboxRequest
+    secret_env: list[str] = field(default_factory=list)
+    schema: int = 1
+
+
+_NODE_REQUEST = TypeAdapter(NodeRequest)
+
+
+def node_request(req: SandboxRequest, sandbox: str) -> dict[str, Any]:
+    """The request file's content (a dump of NodeRequest); secrets by name only."""
+    public = {k: v for k, v in req.env.items() if not is_secret_name(k)}
+    node = NodeRequest(
+        sandbox=sandbox,
+        request=replace(req, env=public),
+        secret_env=sorted(k for k in req.env if is_secret_name(k)),
+    )
+    dumped: dict[str, Any] = _NODE_REQUEST.dump_python(node, mode="json")
+    return dumped
+
+
+def load_node_request(data: object) -> NodeRequest:
+    """The request file's content back, validated (pydantic's ValidationError is a ValueError)."""
+    return _NODE_REQUEST.validate_python(data)
 
 
 def job_script(python: str, request_path: Path, pythonpath: Path | None) -> str:
