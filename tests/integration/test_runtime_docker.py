@@ -5,6 +5,7 @@ need no built image; one test also runs the reference image when it is there."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -12,12 +13,17 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from nightly_helpers import PORT_PROBE
+from nightly_helpers import PORT_PROBE, ref_case, run_nightly, sandbox_work_dir, write_suite
 
-from lab.errors import RuntimeUnavailable
+from lab.config import load_suite
+from lab.contract import load_spec
+from lab.errors import LabError, RuntimeUnavailable
+from lab.files import write_json_atomic
+from lab.host.plan import RunContext, attempt_request, plan_cases
 from lab.host.runtimes.base import (
     LABEL_ATTEMPT,
     LABEL_CASE,
@@ -335,3 +341,74 @@ def test_default_runtime_is_docker_while_the_engine_answers(runtime, monkeypatch
 def test_unknown_runtime_name_lists_the_choices():
     with pytest.raises(RuntimeUnavailable, match="docker, netns, local"):
         get_runtime("podman")
+
+
+def not_the_lab_users(run_dir: Path) -> list[str]:
+    """Every file and folder under the run (symlinks themselves) not owned by the lab's user."""
+    me = (os.geteuid(), os.getegid())
+    paths = [run_dir, *run_dir.rglob("*")]
+    return [f"{p} {p.lstat().st_uid}" for p in paths if (p.lstat().st_uid, p.lstat().st_gid) != me]
+
+
+def planned_request(tmp_path: Path, run_id: str, command: list[str]) -> SandboxRequest:
+    """A real attempt's spec (its log folder is the run's logs/), running `command` instead."""
+    (tmp_path / "configs").mkdir(exist_ok=True)
+    suite = tmp_path / "configs" / "suite.json"
+    suite.write_text(json.dumps({"cases": [ref_case("own")]}))
+    loaded = load_suite(suite)
+    plan = plan_cases(loaded, loaded.suite.cases, [], None)[0]
+    ctx = RunContext(loaded, [], tmp_path / "run", run_id)
+    spec, req = attempt_request(ctx, plan, plan.ladder.rungs[0], 1, [])
+    write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
+    return replace(req, image="host", command=command)
+
+
+# Writes as the sandbox user: a folder and a file in the attempt, its log in the shared logs/,
+# a symlink to a file it must not get (chowned itself, never followed); then it stays.
+WRITER = (
+    'mkdir -p "$1/sub" && echo x > "$1/sub/file" && ln -s /etc/hostname "$1/link" '
+    '&& echo log > "$2" && echo written && exec sleep 60'
+)
+
+
+def test_files_the_sandbox_wrote_go_back_to_the_lab_user_when_it_is_stopped(
+    request, runtime, run_id
+):
+    req = planned_request(sandbox_work_dir(request, "docker-owner-"), run_id, [])
+    spec = load_spec(req.spec_path)
+    log = spec.log_path("reference")
+    req.command = ["sh", "-c", WRITER, "writer", spec.out_dir, str(log)]
+    hostname_owner = Path("/etc/hostname").stat().st_uid
+    box = runtime.start(req)
+    try:
+        deadline = time.monotonic() + 30
+        while "written" not in box.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "written" in box.logs(), box.logs()
+        if os.geteuid() == 0:  # the sandbox user is uid 1000 only when the lab runs as root
+            assert log.stat().st_uid == 1000
+    finally:
+        box.stop(grace_s=1)  # stopped while running, as an interrupt or a timeout does
+    assert not_the_lab_users(req.run_dir) == []
+    assert (Path(spec.out_dir) / "sub" / "file").read_text() == "x\n"
+    assert Path("/etc/hostname").stat().st_uid == hostname_owner
+
+
+def test_folders_lent_to_a_sandbox_that_never_started_are_given_back(runtime, run_id, tmp_path):
+    req = planned_request(tmp_path, run_id, ["true"])
+    req.model_cache = tmp_path / "no-such-cache"
+    with pytest.raises(LabError, match="does not exist"):
+        runtime.start(req)
+    assert not_the_lab_users(req.run_dir) == []
+
+
+@pytest.mark.slow
+def test_a_docker_nightly_leaves_its_run_folder_to_the_lab_user(request, reference_image):
+    work = sandbox_work_dir(request, "docker-owner-")
+    broken = ref_case("broken", frameworks={"reference": {"serve_args": "--no-such-flag"}})
+    suite = write_suite(work, [ref_case("fine"), broken])
+    _, results, run_dir, err = run_nightly(suite, work / "runs", "docker")
+    outcomes = {c["case_id"]: c["outcome"] for c in results["cases"]}
+    assert outcomes == {"fine": "passed", "broken": "crashed"}, err
+    assert (run_dir / "logs").is_dir() and list((run_dir / "attempts").iterdir())
+    assert not_the_lab_users(run_dir) == []

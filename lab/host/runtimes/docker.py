@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 import shlex
@@ -25,7 +24,6 @@ import sys
 import tarfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -43,6 +41,7 @@ from lab.host.runtimes.base import (
     SandboxRequest,
     host_alive,
 )
+from lab.host.runtimes.docker_dirs import LentDirs, give_back, lend_dirs
 from lab.host.runtimes.docker_spec import (
     HOST_EMPTY_IMAGE,
     HOST_IMAGE,
@@ -103,10 +102,17 @@ def _engine_fault(what: str, e: BaseException) -> SandboxInfraError:
 class DockerSandbox:
     """One attempt's container."""
 
-    def __init__(self, client: DockerClient, container: Container, spec: ContainerSpec):
+    def __init__(
+        self,
+        client: DockerClient,
+        container: Container,
+        spec: ContainerSpec,
+        lent: LentDirs,
+    ):
         self.client = client
         self.container = container
         self.spec = spec
+        self.lent = lent  # the run folders lent to the sandbox user, given back on stop
         self.name = spec.name
         self.id: str = container.id or ""
         self._exit: SandboxExit | None = None
@@ -190,6 +196,8 @@ class DockerSandbox:
                 self.client.api.remove_container(self.id, v=True, force=True)
         except _ENGINE_ERRORS as e:
             raise _engine_fault(f"stopping {self.name}", e) from e
+        finally:  # also when the engine failed: the attempt is over either way
+            give_back(self.lent)
         self._removed = True
 
     def describe(self) -> dict[str, object]:
@@ -304,18 +312,22 @@ class DockerRuntime:
         if req.image == HOST_IMAGE:
             self.ensure_host_image()
         spec = self.container_spec(req)
-        self._make_writable(req, spec)
-        for src, _, _ in spec.mounts:
-            if not os.path.exists(src):  # a bind would create it, empty and root-owned
-                raise LabError(f"{src} does not exist; the sandbox of {spec.name} mounts it")
-        container = self._create(spec)
+        lent = lend_dirs(req, spec.user)
         try:
-            container.start()
-        except _ENGINE_ERRORS as e:
-            with contextlib.suppress(*_ENGINE_ERRORS):
-                container.remove(force=True, v=True)
-            raise _engine_fault(f"starting {spec.name}", e) from e
-        return DockerSandbox(client, container, spec)
+            for src, _, _ in spec.mounts:
+                if not os.path.exists(src):  # a bind would create it, empty and root-owned
+                    raise LabError(f"{src} does not exist; the sandbox of {spec.name} mounts it")
+            container = self._create(spec)
+            try:
+                container.start()
+            except _ENGINE_ERRORS as e:
+                with contextlib.suppress(*_ENGINE_ERRORS):
+                    container.remove(force=True, v=True)
+                raise _engine_fault(f"starting {spec.name}", e) from e
+        except BaseException:
+            give_back(lent)
+            raise
+        return DockerSandbox(client, container, spec, lent)
 
     def attach(self, req: SandboxRequest) -> int:
         """`docker run -it` of the very container start() would create: the CLI owns the
@@ -330,7 +342,7 @@ class DockerRuntime:
         if req.image == HOST_IMAGE:
             self.ensure_host_image()
         spec = self.container_spec(req)
-        self._make_writable(req, spec)
+        lent = lend_dirs(req, spec.user)
         argv = spec.docker_run_argv()
         tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
         argv[2:2] = ["-i", *tty]  # after `docker run`
@@ -338,6 +350,8 @@ class DockerRuntime:
             return subprocess.run(argv, check=False).returncode  # secrets come from our env
         except OSError as e:
             raise SandboxInfraError(f"docker: cannot run the docker command: {e}") from e
+        finally:  # `--rm` has removed the container
+            give_back(lent)
 
     def _create(self, spec: ContainerSpec) -> Container:
         for retry in (True, False):
@@ -365,23 +379,6 @@ class DockerRuntime:
         with contextlib.suppress(docker.errors.NotFound):
             self.client.api.remove_container(old["Id"], v=True, force=True)
         return True
-
-    def _make_writable(self, req: SandboxRequest, spec: ContainerSpec) -> None:
-        """Let the sandbox user write the attempt's folders (the host usually runs as root)."""
-        uid_s, _, gid_s = spec.user.partition(":")
-        uid = int(uid_s) if uid_s.isdigit() else None
-        gid = int(gid_s) if gid_s.isdigit() else uid
-        if uid is not None and uid == os.getuid():
-            return
-        run_dir = Path(req.run_dir).resolve()
-        for d in _attempt_dirs(req):
-            d.mkdir(parents=True, exist_ok=True)
-            if not d.resolve().is_relative_to(run_dir):
-                continue  # never touch folders outside the run
-            if uid is not None and os.getuid() == 0:
-                os.chown(d, uid, gid if gid is not None else uid)
-            else:  # a user we can't chown to (named, or we aren't root)
-                d.chmod(0o777)
 
     def ensure_host_image(self) -> str:
         """The empty image behind image "host"; imported from an empty tar when missing."""
@@ -436,12 +433,3 @@ class DockerRuntime:
         except _ENGINE_ERRORS as e:
             raise _engine_fault("removing leftover containers", e) from e
         return removed
-
-
-def _attempt_dirs(req: SandboxRequest) -> list[Path]:
-    """The spec's folder and the out/log folders the spec names (when it can be read)."""
-    dirs = [Path(req.spec_path).parent]
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        spec = json.loads(Path(req.spec_path).read_text(encoding="utf-8"))
-        dirs += [Path(spec[k]) for k in ("out_dir", "log_dir") if spec.get(k)]
-    return list(dict.fromkeys(dirs))
