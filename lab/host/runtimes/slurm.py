@@ -28,7 +28,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pathlib import Path
 from lab.config import SlurmSettings
 from lab.contract import RESULT_FILE, Outcome
 from lab.errors import LabError, RuntimeUnavailable
-from lab.files import read_json, write_atomic, write_json_atomic
+from lab.files import read_json
 from lab.host.runtimes.base import (
     LOG_TAIL_LINES,
     SandboxExit,
@@ -45,7 +44,6 @@ from lab.host.runtimes.base import (
     SandboxRequest,
     host_alive,
     host_identity,
-    lab_source_dir,
     read_tail,
     sandbox_name,
 )
@@ -67,10 +65,11 @@ from lab.host.runtimes.slurm_submit import (
     REQUEST_FILE,
     SCRIPT_FILE,
     job_comment,
-    job_script,
-    node_request,
+    node_command,
+    node_python,
     sbatch_argv,
     submit_env,
+    write_job_files,
 )
 
 # Slurm checks time limits about every 30 s and then waits KillWait: give it the first word.
@@ -312,27 +311,16 @@ class SlurmRuntime:
             )
 
     # -- what a job is -------------------------------------------------------------------------
-    def python(self) -> tuple[str, Path | None]:
-        """The nodes' interpreter, and the lab source to put first on its path (host's own)."""
-        if self.settings.python:
-            return self.settings.python, None
-        return sys.executable, lab_source_dir()
-
     def plan(self, req: SandboxRequest) -> dict[str, object]:
         attempt_dir = Path(req.spec_path).parent
         script = attempt_dir / SCRIPT_FILE
-        python, path = self.python()
+        python, path = node_python(self.settings)
         return {
             "runtime": self.name,
             "name": sandbox_name(req.run_id, req.case_id, req.attempt),
             "sbatch": sbatch_argv(self.settings, req, script, job_comment(req, None)),
             "script": str(script),
-            "node_command": [
-                python,
-                "-m",
-                "lab.host.runtimes.slurm_job",
-                str(attempt_dir / REQUEST_FILE),
-            ],
+            "node_command": node_command(python, attempt_dir / REQUEST_FILE),
             "node_sandbox": self.settings.sandbox,
             "pythonpath": str(path) if path else None,
             "gpus": f"{req.gpu_count} granted by Slurm" if req.gpu_count else "none",
@@ -340,27 +328,16 @@ class SlurmRuntime:
             "env_names": sorted(req.env),
         }
 
-    def _write_job_files(self, req: SandboxRequest) -> Path:
-        attempt_dir = Path(req.spec_path).parent
-        attempt_dir.mkdir(parents=True, exist_ok=True)
-        request_path = attempt_dir / REQUEST_FILE
-        write_json_atomic(request_path, node_request(req, self.settings.sandbox))
-        python, path = self.python()
-        script = attempt_dir / SCRIPT_FILE
-        write_atomic(script, job_script(python, request_path, path))
-        script.chmod(0o755)
-        return script
-
     def repro_command(self, req: SandboxRequest) -> str:
         """The sbatch line (the request and script it names are written next to the spec)."""
-        script = self._write_job_files(req)
+        script = write_job_files(self.settings, req)
         return shlex.join(sbatch_argv(self.settings, req, script, job_comment(req, None)))
 
     # -- Runtime -------------------------------------------------------------------------------
     def start(self, req: SandboxRequest) -> SlurmSandbox:
         self.check()
         name = sandbox_name(req.run_id, req.case_id, req.attempt)
-        script = self._write_job_files(req)
+        script = write_job_files(self.settings, req)
         argv = sbatch_argv(self.settings, req, script, job_comment(req, host_identity()))
         try:
             done = slurm_cmd(argv, env=submit_env(req))

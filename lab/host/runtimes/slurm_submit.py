@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from lab.config import SlurmSettings
-from lab.host.runtimes.base import SandboxRequest, sandbox_name
+from lab.files import write_atomic, write_json_atomic
+from lab.host.runtimes.base import SandboxRequest, lab_source_dir, sandbox_name
 from lab.host.runtimes.slurm_states import COMMENT_TAG, format_time_limit
 from lab.redact import is_secret_name
 
@@ -109,9 +111,33 @@ def job_script(python: str, request_path: Path, pythonpath: Path | None) -> str:
     if pythonpath is not None:  # the host's own interpreter: import the very lab the host runs
         path = shlex.quote(str(pythonpath))
         lines.append(f'export PYTHONPATH={path}"${{PYTHONPATH:+:$PYTHONPATH}}"')
-    node_side = [python, "-m", "lab.host.runtimes.slurm_job", str(request_path)]
-    lines.append(f"exec {shlex.join(node_side)}")
+    lines.append(f"exec {shlex.join(node_command(python, request_path))}")
     return "\n".join(lines) + "\n"
+
+
+def node_python(settings: SlurmSettings) -> tuple[str, Path | None]:
+    """The nodes' interpreter, and the lab source to put first on its path (the host's own)."""
+    if settings.python:
+        return settings.python, None
+    return sys.executable, lab_source_dir()
+
+
+def node_command(python: str, request_path: Path) -> list[str]:
+    """What a job runs on its node: the node side (slurm_job.py) with the request file."""
+    return [python, "-m", "lab.host.runtimes.slurm_job", str(request_path)]
+
+
+def write_job_files(settings: SlurmSettings, req: SandboxRequest) -> Path:
+    """The request and the batch script beside the attempt's spec; the script's path."""
+    attempt_dir = Path(req.spec_path).parent
+    attempt_dir.mkdir(parents=True, exist_ok=True)
+    request_path = attempt_dir / REQUEST_FILE
+    write_json_atomic(request_path, node_request(req, settings.sandbox))
+    python, path = node_python(settings)
+    script = attempt_dir / SCRIPT_FILE
+    write_atomic(script, job_script(python, request_path, path))
+    script.chmod(0o755)
+    return script
 
 
 def submit_env(req: SandboxRequest) -> dict[str, str]:
