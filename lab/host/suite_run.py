@@ -116,7 +116,8 @@ def prepare(s: SuiteRun) -> SuiteRun:
     if hasattr(s.runtime, "check_out_root"):  # Slurm: the nodes must see the run directory
         s.runtime.check_out_root(s.root)
     remove_leftovers(s.runtime)
-    check_images(s.runtime, s.plans)
+    skip_missing_images(s.runtime, s.plans)
+    refuse_unrunnable_repro(s)
     s.run_dir = RunDir.create(s.root, new_run_id())
     return s
 
@@ -264,22 +265,35 @@ def remove_leftovers(runtime: Runtime) -> None:
         print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
 
 
-def check_images(runtime: Runtime, plans: list[CasePlan]) -> None:
+def skip_missing_images(runtime: Runtime, plans: list[CasePlan]) -> None:
+    """A case whose image the Docker engine lacks is skipped, saying how to get the image; the
+    other cases run. (The lab never pulls: a pull of many GB belongs to `make images`.)"""
     if runtime.name != "docker":
         return
-    missing = sorted(
-        {
-            p.image
-            for p in plans
-            if not p.skip_reason and p.image != "host" and runtime.image_id(p.image) is None
-        }
-    )
-    if missing:
-        raise LabError(
-            f"image(s) {', '.join(missing)} not found in the Docker engine; build them "
-            "with `make images` (or use --runtime netns to run on the host's own "
-            "environment)"
+    present: dict[str, bool] = {}
+    for p in plans:
+        if p.skip_reason or p.image == "host":
+            continue
+        if p.image not in present:
+            present[p.image] = runtime.image_id(p.image) is not None
+        if not present[p.image]:
+            p.skip_reason = f"image {p.image} is not in the Docker engine; {how_to_get(p.image)}"
+
+
+def how_to_get(image: str) -> str:
+    """The command that builds or loads an image the lab needs (docker/build-images.sh)."""
+    repo, _, tag = image.rpartition(":")
+    if repo in ("nightly-lab/reference", "nightly-lab/host-empty"):
+        return "build it with `make images`"
+    if repo == "nightly-lab/sglang":
+        from lab.frameworks.sglang import SGLANG_TAG
+
+        base = f"lmsysorg/sglang:{tag.rpartition('-lab')[0] or SGLANG_TAG}"
+        return (
+            f"`docker/build-images.sh sglang` builds it on {base}: load that first "
+            f"(`docker load -i FILE`), or run `make images` where a registry answers"
         )
+    return "build it, or load it with `docker load -i FILE` (the lab never pulls)"
 
 
 def refuse_unrunnable_repro(s: SuiteRun) -> None:
@@ -401,7 +415,9 @@ def open_repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) 
             f"`lab repro --shell` needs a sandbox on this machine; the {runtime.name} runtime "
             "has none here. Use --runtime docker or --runtime netns."
         )
-    check_images(runtime, [plan])
+    skip_missing_images(runtime, [plan])
+    if plan.skip_reason:
+        raise LabError(f"case {case.id} cannot run here: {plan.skip_reason}")
     root = writable_out_root(args.out)
     run_dir = RunDir.create(root, new_run_id())
     ctx = RunContext(loaded, gpus, run_dir.path, run_dir.run_id, places_work(runtime))
