@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.config import Case, LoadedSuite
+from lab.contract import AttemptSpec
 from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo, resolve_gpus
@@ -106,7 +107,9 @@ def list_dry_run(s: SuiteRun) -> SuiteRun | int:
     if not s.opts.dry_run:
         return s
     assert s.runtime is not None
-    ctx = RunContext(s.loaded, s.gpus, Path("runs/DRY-RUN").resolve(), "DRY-RUN", s.lab_places)
+    # The paths the run would write under --out (nothing is written there).
+    run_dir = Path(s.args.out).resolve() / "DRY-RUN"
+    ctx = RunContext(s.loaded, s.gpus, run_dir, "DRY-RUN", s.lab_places)
     return print_dry_run(ctx, s.plans, s.runtime)
 
 
@@ -370,11 +373,32 @@ def print_summary(results: RunResults, run_dir: Path) -> None:
     con.print(f"  results: {run_dir}")
 
 
-def print_dry_run(ctx: RunContext, plans: list[CasePlan], runtime: Runtime) -> int:
+REFERENCE_IMAGE_PYTHON = "/opt/lab/bin/python3"  # the venv docker/reference.Dockerfile makes
+
+
+def sandbox_python(runtime: Runtime, image: str) -> str:
+    """The interpreter `lab case` (and so a reference server) runs under in the sandbox."""
+    if runtime.name != "docker" or image == "host":
+        return sys.executable  # the host's own: netns, local, slurm; docker's `host` mounts it
+    if image.startswith("nightly-lab/reference:"):
+        return REFERENCE_IMAGE_PYTHON
+    return "python3"  # another image (sglang's): the lab is installed into its own python3
+
+
+def sandbox_command(spec: AttemptSpec, framework: str, python: str) -> str:
+    """The server command line as the sandbox runs it: server_command fills in this process's
+    interpreter, the sandbox has its own."""
     from lab.frameworks import server_command
+
+    argv = server_command(spec, framework)
+    return shlex.join(python if a == sys.executable else a for a in argv)
+
+
+def print_dry_run(ctx: RunContext, plans: list[CasePlan], runtime: Runtime) -> int:
     from lab.host.ladder import plan_ladder
 
     for p in plans:
+        python = sandbox_python(runtime, p.image)
         print(f"== {p.case.id} ({p.case.num_gpus} GPU(s), image {p.image})")
         rung = p.ladder.rungs[0] if p.ladder.rungs else None
         if p.skip_reason:
@@ -384,14 +408,14 @@ def print_dry_run(ctx: RunContext, plans: list[CasePlan], runtime: Runtime) -> i
                 rung = plan_ladder(ctx.loaded, p.case, p.frameworks, p.case.num_gpus).rungs[0]
                 spec, _ = attempt_request(ctx, p, rung, 1, list(range(rung.num_gpus)))
                 for fw in p.frameworks:
-                    print(f"   {fw} (not started): {shlex.join(server_command(spec, fw))}")
+                    print(f"   {fw} (not started): {sandbox_command(spec, fw, python)}")
             for n in p.notes:
                 print(f"   note: {n}")
             continue
         assert rung is not None
         spec, req = attempt_request(ctx, p, rung, 1, [g.index for g in ctx.gpus[: rung.num_gpus]])
         for fw in p.frameworks:
-            print(f"   {fw}: {shlex.join(server_command(spec, fw))}")
+            print(f"   {fw}: {sandbox_command(spec, fw, python)}")
         if p.case.kind == "test":
             print(f"   test: {p.case.command}")
         for k, v in runtime.plan(req).items():
