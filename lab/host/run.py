@@ -308,7 +308,7 @@ class RunExecutor:
         """The host decides from the exit code and the result file, never from server logs."""
         assert st.spec is not None, "an attempt that ran has a spec"
         try:
-            result = load_result(st.spec.result_path)
+            result: AttemptResult | None = with_log_paths(load_result(st.spec.result_path), st.spec)
         except (OSError, ValueError):
             result = None
         if sx.oom_killed:
@@ -323,7 +323,10 @@ class RunExecutor:
                 return self._host_result(st, sx.outcome, sx.reason, sx.log_tail)
             return host_verdict(result, sx.outcome, sx.reason)
         if result is not None:
-            if self.stopping.is_set() and result.outcome is not Outcome.passed:
+            if self.stopping.is_set() and result.outcome not in (
+                Outcome.passed,
+                Outcome.interrupted,
+            ):
                 return host_verdict(result, Outcome.interrupted, result.reason)
             return result
         if self.stopping.is_set():
@@ -352,9 +355,7 @@ class RunExecutor:
     ) -> AttemptResult:
         """An attempt's result written by the host: the sandbox wrote none."""
         fw = st.plan.frameworks[0] if st.plan.frameworks else "test"
-        # The sandbox's log, when it got as far as writing one, stays findable from results.json.
-        log = st.spec.log_path(fw) if st.spec is not None else None
-        return AttemptResult(
+        result = AttemptResult(
             run_id=self.run_id,
             case_id=st.plan.case.id,
             attempt=st.attempt,
@@ -368,7 +369,6 @@ class RunExecutor:
                     outcome=outcome,
                     phase=Phase.setup,
                     reason=reason,
-                    log_path=str(log) if log is not None and log.exists() else "",
                     log_tail=tail or [],
                 )
             ],
@@ -379,6 +379,17 @@ class RunExecutor:
             finished_at=time.time(),
             lab_version=__version__,
         )
+        return result if st.spec is None else with_log_paths(result, st.spec)
+
+
+def with_log_paths(result: AttemptResult, spec: AttemptSpec) -> AttemptResult:
+    """Name each framework's log that is on disk but not in the result (the sandbox was stopped
+    before it said, or never wrote a result), so results.json still leads to it."""
+    for f in result.frameworks:
+        log = spec.log_path(f.framework)
+        if not f.log_path and log.exists():
+            f.log_path = str(log)
+    return result
 
 
 def host_verdict(result: AttemptResult, outcome: Outcome, reason: str) -> AttemptResult:
