@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from nightly_helpers import ROOT
 
-from lab.host.suite_run import REFERENCE_IMAGE_PYTHON
+from lab.host.dry_run import REFERENCE_IMAGE_PYTHON
 
 REFERENCE_SUITE = str(ROOT / "configs" / "reference.json")
 
