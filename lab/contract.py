@@ -175,6 +175,10 @@ class AttemptResult(_Model):
     finished_at: float
     lab_version: str = ""
     hostname: str = ""
+    # The sandbox's own verdict, kept when the host overrides it with its own (the kernel's
+    # OOM kill, the runtime's verdict such as Slurm's TIMEOUT, an interrupted run).
+    sandbox_outcome: Outcome | None = None
+    sandbox_reason: str | None = None
     # Set by the host after the run (lab/results/triage.py), on failed attempts only.
     failure_signature: str | None = None
     failure_signature_id: str | None = None

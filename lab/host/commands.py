@@ -1,23 +1,20 @@
 """The host's `lab` subcommands: validate, list, nightly, repro, replay, report, history, clean,
-selftest. Each turns arguments into a plan and hands it to the run (lab.host.run)."""
+selftest, fit. Each parses its arguments and hands them on: a suite to lab/host/suite_run.py,
+which plans it and runs it (lab/host/run.py)."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import shlex
-import signal
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
-from lab.config import Case, LoadedSuite, load_suite
+from lab.config import load_suite
 from lab.errors import LabError
+from lab.host.gpus import resolve_gpus
 from lab.host.plan import (
     DEFAULT_CONFIG,
     REFERENCE_CONFIG,
-    RunContext,
-    attempt_request,
     config_path,
     find_case,
     plan_cases,
@@ -25,8 +22,6 @@ from lab.host.plan import (
     select_cases,
 )
 from lab.host.runtimes.registry import RUNTIME_NAMES
-
-find_cases = find_case  # the old name, for one session (#14)
 
 
 def positive_float(text: str) -> float:
@@ -173,67 +168,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
-def resolve_gpus(arg: str | None):
-    from lab.host.gpus import inventory
-
-    found = inventory()
-    if arg is None:
-        return found
-    if arg.strip().lower() == "none":
-        return []
-    try:
-        wanted = [int(x) for x in arg.split(",") if x.strip()]
-    except ValueError:
-        raise LabError(
-            f"--gpus {arg!r}: expected a comma-separated list of indices, or none"
-        ) from None
-    if not wanted:
-        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none")
-    if len(set(wanted)) != len(wanted):
-        raise LabError(f"--gpus {arg}: a GPU is named twice")
-    if not found:  # a sandbox would fail on the missing device, after retries: say it now
-        from lab.host.gpus import unavailable_reason
-
-        why = unavailable_reason() or "NVML lists no GPU"
-        raise LabError(
-            f"--gpus {arg}: this machine has no GPU the lab can use ({why}); "
-            "use --gpus none for the CPU cases"
-        )
-    by_index = {g.index: g for g in found}
-    missing = [i for i in wanted if i not in by_index]
-    if missing:
-        raise LabError(f"--gpus {arg}: no GPU {missing} here; NVML sees {sorted(by_index)}")
-    return [by_index[i] for i in wanted]
-
-
-def _runtime(name: str | None, loaded: LoadedSuite | None = None):
-    from lab.host.runtimes.registry import default_runtime_name, get_runtime
-
-    rt = get_runtime(name or default_runtime_name(), loaded.suite if loaded else None)
-    if name is None and rt.name != "docker":
-        print(
-            f"lab: no Docker engine answers; using the {rt.name} runtime "
-            "(same port isolation, no image)",
-            file=sys.stderr,
-        )
-    rt.check()
-    return rt
-
-
-def _out_root(out: str) -> Path:
-    root = Path(out).resolve()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".lab-write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise LabError(
-            f"output directory {root} is not writable ({e.strerror}); pick another with --out DIR"
-        ) from None
-    return root
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     loaded = load_suite(config_path(args.config))
     gpus = resolve_gpus(args.gpus)
@@ -252,238 +186,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- running --------------------------------------------------------------------------------------
-def run_suite(
-    loaded: LoadedSuite,
-    cases: list[Case],
-    args: argparse.Namespace,
-    *,
-    vram_gib: float | None = None,
-    fail_on_degraded: bool = False,
-    fail_on_skipped: bool = False,
-    dry_run: bool = False,
-    kind: str = "nightly",
-) -> int:
-    from lab.host.progress import LogFollower, Progress
-    from lab.host.run import Nightly, RunOptions, install_signal_handlers
-    from lab.host.runtimes.base import LABEL_RUN, places_work  # noqa: F401 - labels there
-    from lab.results.store import RunDir, new_run_id
-    from lab.results.triage import (
-        fleet_fit,
-        gating_failures,
-        load_known_failures,
-        sign_failures,
-    )
-
-    runtime = _runtime(args.runtime, loaded)
-    lab_places = places_work(runtime)
-    # Slurm places attempts on its nodes' GPUs: this host's GPUs take no part.
-    gpus = resolve_gpus(getattr(args, "gpus", None)) if lab_places else []
-    plans = plan_cases(loaded, cases, gpus, vram_gib, lab_places)
-    known = load_known_failures(loaded.config_dir)  # a bad file stops the run before it starts
-    if kind == "repro" and plans and plans[0].skip_reason:  # nothing to reproduce: say so now
-        raise LabError(f"case {plans[0].case.id} cannot run here: {plans[0].skip_reason}")
-    if dry_run:
-        ctx = RunContext(loaded, gpus, Path("runs/DRY-RUN").resolve(), "DRY-RUN", lab_places)
-        return _dry_run(ctx, plans, runtime)
-    root = _out_root(args.out)
-    if hasattr(runtime, "check_out_root"):  # Slurm: the nodes must see the run directory
-        runtime.check_out_root(root)
-    _clean_leftovers(runtime, root)
-    _check_images(runtime, plans)
-    run_dir = RunDir.create(root, new_run_id())
-    progress = Progress()
-    nightly = Nightly(
-        loaded,
-        plans,
-        runtime,
-        gpus,
-        run_dir.path,
-        run_dir.run_id,
-        RunOptions(
-            out_root=root,
-            vram_gib=vram_gib,
-            fail_on_degraded=fail_on_degraded,
-            commit=getattr(args, "commit", None),
-        ),
-        progress,
-    )
-    seen = install_signal_handlers(nightly)
-    print(
-        f"lab: run {run_dir.run_id} → {run_dir.path} ({runtime.name} runtime, {len(gpus)} GPU(s))",
-        file=sys.stderr,
-    )
-    follow = LogFollower(run_dir.path / "logs", progress.console) if args.verbose else nullcontext()
-    if getattr(args, "target", None):  # repro: the sandbox by hand, before it runs
-        p0 = plans[0]
-        if not p0.skip_reason:
-            rung = p0.ladder.rungs[0]
-            gpu_ids = [g.index for g in gpus[: rung.num_gpus]]
-            _, req = attempt_request(nightly.ctx, p0, rung, 1, gpu_ids)
-            print(
-                f"lab repro: the sandbox, by hand:\n  {runtime.repro_command(req)}", file=sys.stderr
-            )
-    try:
-        with progress, follow:
-            results = nightly.run()
-    except OSError as e:  # the output folder filled up or went away mid-run
-        nightly.interrupt()
-        raise LabError(
-            f"cannot write under {run_dir.path}: {e.strerror}. Results written before "
-            "this stay readable there; free space or pick another --out"
-        ) from None
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    results.kind = kind
-    results.fail_on = [
-        o for o, on in (("degraded", fail_on_degraded), ("skipped", fail_on_skipped)) if on
-    ]
-    try:
-        sign_failures(results, known)
-        fleet_fit(results, loaded.suite.fleet)
-        problem = finish_run(loaded, run_dir.path, results, gpus)
-    except OSError as e:
-        raise LabError(
-            f"cannot write the reports under {run_dir.path}: {e.strerror}; "
-            "results.json as last written stays readable"
-        ) from None
-    _print_summary(results, run_dir.path)
-    if seen["signal"]:
-        return 128 + seen["signal"]
-    if problem:
-        print(f"lab: {problem}", file=sys.stderr)
-        return 2
-    failed = gating_failures(
-        results,
-        new_only=getattr(args, "fail_on_new_only", False),
-        allow_flaky=getattr(args, "allow_flaky", False),
-    )
-    gated = [c for c in results.cases if str(c.outcome) in results.fail_on]
-    for outcome in results.fail_on:
-        ids = [
-            c.case_id + (f" ({c.reason})" if c.reason else "")
-            for c in gated
-            if str(c.outcome) == outcome
-        ]
-        if ids:
-            print(
-                f"lab: --fail-on-{outcome}: {len(ids)} {outcome}: {'; '.join(ids)}", file=sys.stderr
-            )
-    return 1 if failed or gated else 0
-
-
-def finish_run(loaded: LoadedSuite, run_dir: Path, results, gpus) -> str | None:
-    """Manifest, regressions against history, history, reports and runs/latest. Returns the
-    history problem, if any, after everything else is on disk."""
-    from lab.results import reports, store
-
-    case_json = {c.case_id: loaded.case_json(c.case_id) for c in results.cases}
-    from lab.host.gpus import summary
-
-    host_gpu = summary() if gpus else None
-    store.write_manifest(
-        run_dir,
-        store.build_manifest(
-            results,
-            case_json=case_json,
-            config_path=loaded.path,
-            config_sha256=loaded.sha256,
-            host_gpu=host_gpu,
-        ),
-    )
-    problem = None
-    try:
-        reports.finish_run(
-            run_dir, results, run_dir.parent / "history.sqlite", loaded.suite.regression
-        )
-    except LabError as e:
-        problem = str(e)
-    store.update_latest(run_dir.parent, run_dir)
-    return problem
-
-
-def _print_summary(results, run_dir: Path) -> None:
-    from rich.console import Console
-
-    from lab.host.progress import outcome_style
-
-    con = Console(stderr=True, highlight=False, soft_wrap=True)
-    con.print()
-    for c in results.cases:
-        st = outcome_style(str(c.outcome))
-        lat = ""
-        frs = c.framework_results()
-        if frs and frs[0].latency_s is not None:
-            lat = " " + ", ".join(f"{f.framework} {f.latency_s:.3f}s" for f in frs if f.latency_s)
-        extra = f" (rung {c.degraded_rung})" if c.degraded_rung else ""
-        where = f"{c.phase}: " if c.phase else ""
-        reason = c.reason if len(c.reason) <= 200 else c.reason[:200] + "…"
-        why = f" — {where}{reason}" if str(c.outcome) != "passed" and c.reason else ""
-        reg = f" [{c.regression}]" if c.regression else ""
-        con.print(f"  [{st}]{c.outcome!s:12}[/] {c.case_id}{extra}{lat}{reg}{why}")
-    counts: dict[str, int] = {}
-    for c in results.cases:
-        counts[str(c.outcome)] = counts.get(str(c.outcome), 0) + 1
-    con.print("  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    con.print(f"  results: {run_dir}")
-
-
-def _dry_run(ctx: RunContext, plans, runtime) -> int:
-    from lab.frameworks import server_command
-    from lab.host.ladder import plan_ladder
-
-    for p in plans:
-        print(f"== {p.case.id} ({p.case.num_gpus} GPU(s), image {p.image})")
-        rung = p.ladder.rungs[0] if p.ladder.rungs else None
-        if p.skip_reason:
-            print(f"   skipped: {p.skip_reason}")
-            if p.frameworks:
-                # what the nightly would start on a machine with the GPUs (indexes invented)
-                rung = plan_ladder(ctx.loaded, p.case, p.frameworks, p.case.num_gpus).rungs[0]
-                spec, _ = attempt_request(ctx, p, rung, 1, list(range(rung.num_gpus)))
-                for fw in p.frameworks:
-                    print(f"   {fw} (not started): {shlex.join(server_command(spec, fw))}")
-            for n in p.notes:
-                print(f"   note: {n}")
-            continue
-        assert rung is not None
-        spec, req = attempt_request(ctx, p, rung, 1, [g.index for g in ctx.gpus[: rung.num_gpus]])
-        for fw in p.frameworks:
-            print(f"   {fw}: {shlex.join(server_command(spec, fw))}")
-        if p.case.kind == "test":
-            print(f"   test: {p.case.command}")
-        for k, v in runtime.plan(req).items():
-            print(f"   sandbox.{k}: {v}")
-        print(f"   ladder: {' → '.join(r.name for r in p.ladder.rungs)}")
-        for n in p.notes:
-            print(f"   note: {n}")
-    return 0
-
-
-def _check_images(runtime, plans) -> None:
-    if runtime.name != "docker":
-        return
-    missing = sorted(
-        {
-            p.image
-            for p in plans
-            if not p.skip_reason and p.image != "host" and runtime.image_id(p.image) is None
-        }
-    )
-    if missing:
-        raise LabError(
-            f"image(s) {', '.join(missing)} not found in the Docker engine; build them "
-            "with `make images` (or use --runtime netns to run on the host's own "
-            "environment)"
-        )
-
-
-def _clean_leftovers(runtime, root: Path) -> None:
-    removed = runtime.cleanup(None)
-    for r in removed:
-        print(f"lab: removed a leftover of an earlier run: {r}", file=sys.stderr)
-
-
 def _cmd_compat(args: argparse.Namespace) -> int:
     from lab.host.compat import cmd_compat
 
@@ -491,6 +193,8 @@ def _cmd_compat(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
+    from lab.host.suite_run import run_suite
+
     loaded = load_suite(config_path(args.config))
     cases = select_cases(loaded, args.cases)
     return run_suite(
@@ -505,61 +209,32 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from lab.host.fit import parse_sizes, run_fit
+    from lab.host.suite_run import open_runtime, remove_leftovers, writable_out_root
 
     loaded = repro_suite(args.config, args.target)
     case = find_case(loaded, args.target)
     sizes = parse_sizes(args.vram_gib) if args.vram_gib else None
-    runtime = _runtime(args.runtime, loaded)
+    runtime = open_runtime(args.runtime, loaded)
     gpus = resolve_gpus(args.gpus)
-    root = _out_root(args.out)
-    _clean_leftovers(runtime, root)
+    root = writable_out_root(args.out)
+    remove_leftovers(runtime)
     return run_fit(loaded, case, runtime, gpus, root, sizes, args.lo, args.hi, args.step)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
+    from lab.host.suite_run import open_repro_shell, run_suite
+
     loaded = repro_suite(args.config, args.target)
     case = find_case(loaded, args.target)
     if args.shell:
-        return _repro_shell(loaded, case, args)
+        return open_repro_shell(loaded, case, args)
     print(f"lab repro: {case.id} from {loaded.path}", file=sys.stderr)
     return run_suite(loaded, [case], args, vram_gib=args.vram_gib, kind="repro")
 
 
-def _repro_shell(loaded: LoadedSuite, case: Case, args: argparse.Namespace) -> int:
-    gpus = resolve_gpus(args.gpus)
-    plan = plan_cases(loaded, [case], gpus, args.vram_gib)[0]
-    if plan.skip_reason:
-        raise LabError(f"case {case.id} cannot run here: {plan.skip_reason}")
-    runtime = _runtime(args.runtime)
-    if not hasattr(runtime, "attach"):
-        raise LabError(
-            f"`lab repro --shell` needs a sandbox on this machine; the {runtime.name} runtime "
-            "has none here. Use --runtime docker or --runtime netns."
-        )
-    _check_images(runtime, [plan])
-    root = _out_root(args.out)
-    from lab.host.runtimes.base import places_work
-    from lab.results.store import RunDir, new_run_id
-
-    run_dir = RunDir.create(root, new_run_id())
-    ctx = RunContext(loaded, gpus, run_dir.path, run_dir.run_id, places_work(runtime))
-    rung = plan.ladder.rungs[0]
-    spec, req = attempt_request(ctx, plan, rung, 1, [g.index for g in gpus[: rung.num_gpus]])
-    Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
-    from lab.files import write_json_atomic
-
-    write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
-    req.shell = True
-    print(
-        f"lab repro --shell: {case.id} ({rung.name}) in the sandbox the nightly uses; by hand:\n"
-        f"  {runtime.repro_command(req)}",
-        file=sys.stderr,
-    )
-    return runtime.attach(req)
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     from lab.host.replay import load_replay
+    from lab.host.suite_run import run_suite
 
     loaded, cases, runtime_name = load_replay(Path(args.manifest), args.cases)
     args.runtime = args.runtime or runtime_name
@@ -614,6 +289,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
+    from lab.host.suite_run import run_suite
+
     loaded = load_suite(args.config)
     quick = [c for c in loaded.suite.cases if (c.suite or "") == "selftest"] or loaded.suite.cases[
         :1

@@ -25,10 +25,10 @@ from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo
 from lab.host.plan import CasePlan, plan_cases
 from lab.host.progress import Progress
-from lab.host.run import Nightly, RunOptions
+from lab.host.run import RunExecutor, RunOptions
 from lab.results.model import CaseResult, RunResults
 from lab.results.reports import write_reports
-from lab.results.store import RunDir, new_run_id, run_commit_and_source
+from lab.results.store import RunDir, new_run_id, run_commit_and_source, write_results
 from lab.results.triage import peak_per_gpu_gib, sign_failures
 
 CPU_STEP_GIB = 0.01
@@ -77,7 +77,7 @@ def _probe_id(case: Case, gib: float) -> str:
 
 
 class Fitter:
-    """Runs probes of one case, each as one case of a Nightly, all into one run directory."""
+    """Runs probes of one case, each as one case of a RunExecutor, all into one run directory."""
 
     def __init__(
         self, loaded: LoadedSuite, case: Case, runtime, gpus: list[GpuInfo], root: Path
@@ -97,7 +97,7 @@ class Fitter:
                 raise LabError(f"lab fit {self.case.id}: {p.skip_reason}")
             if not whole_ladder:
                 p.ladder.rungs = p.ladder.rungs[:1]  # the configured rung alone
-        nightly = Nightly(
+        executor = RunExecutor(
             self.loaded,
             plans,
             self.runtime,
@@ -107,7 +107,7 @@ class Fitter:
             RunOptions(out_root=self.run_dir.root),
             Progress(live=False),
         )
-        results = nightly.run()
+        results = executor.run()
         by_id = {c.case_id: c for c in results.cases}
         new = [Probe(s, by_id[_probe_id(self.case, s)]) for s in sizes]
         self.probes += new
@@ -131,7 +131,7 @@ class Fitter:
         )
         sign_failures(results)
         write_reports(self.run_dir, results, None)
-        write_json_atomic(self.run_dir.results, results.to_results_json())
+        write_results(self.run_dir, results)
         write_json_atomic(
             self.run_dir.path / "fit.json",
             {

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
 
+from lab.errors import LabError
+
 _lock = threading.Lock()
 _nvml: ModuleType | None = None
 _unavailable: str | None = None  # why NVML could not be used, once we know
@@ -127,3 +129,33 @@ def minor_numbers(indices: Iterable[int]) -> dict[int, int]:
         except Exception:  # NVMLError: an index this driver doesn't know, or no minor number
             out[i] = i
     return out
+
+
+def resolve_gpus(arg: str | None) -> list[GpuInfo]:
+    """`--gpus 0,1 | none`: the GPUs named, checked against NVML; None: all NVML sees."""
+    found = inventory()
+    if arg is None:
+        return found
+    if arg.strip().lower() == "none":
+        return []
+    try:
+        wanted = [int(x) for x in arg.split(",") if x.strip()]
+    except ValueError:
+        raise LabError(
+            f"--gpus {arg!r}: expected a comma-separated list of indices, or none"
+        ) from None
+    if not wanted:
+        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none")
+    if len(set(wanted)) != len(wanted):
+        raise LabError(f"--gpus {arg}: a GPU is named twice")
+    if not found:  # a sandbox would fail on the missing device, after retries: say it now
+        why = unavailable_reason() or "NVML lists no GPU"
+        raise LabError(
+            f"--gpus {arg}: this machine has no GPU the lab can use ({why}); "
+            "use --gpus none for the CPU cases"
+        )
+    by_index = {g.index: g for g in found}
+    missing = [i for i in wanted if i not in by_index]
+    if missing:
+        raise LabError(f"--gpus {arg}: no GPU {missing} here; NVML sees {sorted(by_index)}")
+    return [by_index[i] for i in wanted]

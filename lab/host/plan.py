@@ -23,6 +23,7 @@ from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
 from lab.host.runtimes.base import SandboxRequest
 from lab.host.vram import plan_vram
 from lab.redact import ENV_REF, is_secret_name
+from lab.results.store import RunDir
 
 DEFAULT_CONFIG = "configs/nightly.json"
 REFERENCE_CONFIG = "configs/reference.json"
@@ -165,7 +166,8 @@ def attempt_request(
         fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, [])
         for fw in [*plan.frameworks, *(k for k in vram_args if k not in plan.frameworks)]
     }
-    out_dir = ctx.run_dir / "attempts" / f"{case.id}__a{attempt}"
+    run_dir = RunDir(ctx.run_dir)
+    out_dir = run_dir.attempt_dir(case.id, attempt)
     test_image = None
     if case.needs_image_input and suite.test_image_path:
         test_image = str((ctx.loaded.config_dir / suite.test_image_path).resolve())
@@ -189,7 +191,7 @@ def attempt_request(
         startup_timeout_s=case.startup_timeout_s or suite.startup_timeout_s,
         request_timeout_s=case.request_timeout_s or suite.request_timeout_s,
         out_dir=str(out_dir),
-        log_dir=str(ctx.run_dir / "logs"),
+        log_dir=str(run_dir.logs),
         config_dir=str(ctx.loaded.config_dir),
         test_image_path=test_image,
     )

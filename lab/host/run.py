@@ -1,5 +1,5 @@
-"""A nightly run: plan the suite, pack attempts onto GPUs, run each case's ladder in its own
-sandbox, and keep results readable at every moment (results.json rewritten after each case)."""
+"""The run executor: pack planned attempts onto GPUs, run each case's ladder in its own sandbox,
+and keep results readable at every moment (results.json rewritten after each case)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,28 +26,14 @@ from lab.contract import (
 )
 from lab.errors import LabError
 from lab.files import write_json_atomic
-from lab.host.gpus import GpuInfo, visible_devices  # noqa: F401 - re-export, see below
+from lab.host.gpus import GpuInfo
 from lab.host.ladder import PlannedRung, case_outcome, climb
-from lab.host.plan import (  # noqa: F401 - re-exports, see below
-    SGLANG_TAG,
-    UNBOUNDED,
-    CasePlan,
-    RunContext,
-    attempt_bound_s,
-    attempt_request,
-    default_image,
-    plan_cases,
-    sandbox_env,
-)
+from lab.host.plan import CasePlan, RunContext, attempt_bound_s, attempt_request
 from lab.host.progress import Progress
 from lab.host.runtimes.base import Runtime, SandboxExit, places_work
 from lab.host.scheduler import Cancelled, ResourcePool
 from lab.results.model import CaseResult, RunResults
-from lab.results.store import run_commit_and_source
-
-# SGLANG_TAG, UNBOUNDED, default_image, plan_cases, sandbox_env and visible_devices moved to
-# lab/host/plan.py and lab/host/gpus.py (#14); re-exported above for one session, so branches
-# landing alongside keep importing them from here. Import them from their new home.
+from lab.results.store import RunDir, run_commit_and_source, write_results
 
 STOP_GRACE_S = 10.0
 
@@ -72,7 +58,22 @@ def cap_malloc_arenas(n: int = 2) -> None:
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)
 
 
-class Nightly:
+@dataclass
+class AttemptState:
+    """What the host knows of one attempt, built once in `_run_attempt` and handed along (as
+    tenacity's RetryCallState is) instead of a growing list of arguments."""
+
+    plan: CasePlan
+    rung: PlannedRung
+    attempt: int
+    started: float
+    gpus: list[int] = field(default_factory=list)
+    spec: AttemptSpec | None = None  # once the attempt has one
+
+
+class RunExecutor:
+    """Runs the planned cases of one run directory: each case's ladder, attempts onto GPUs."""
+
     def __init__(
         self,
         loaded: LoadedSuite,
@@ -102,6 +103,8 @@ class Nightly:
         self.stopping = threading.Event()
         self._running: dict[str, object] = {}  # key -> Sandbox
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self.layout = RunDir(run_dir)
         self.case_results: dict[str, CaseResult] = {}
         commit_sha, commit_source = run_commit_and_source(opts.commit)
         self.results = RunResults(
@@ -180,15 +183,18 @@ class Nightly:
         self._flush()
 
     def _flush(self) -> None:
-        with self._lock:
-            self.results.cases = [
-                self.case_results[p.case.id] for p in self.plans if p.case.id in self.case_results
-            ]
-            data = self.results.to_results_json()
-        try:
-            write_json_atomic(self.run_dir / "results.json", data)
-        except OSError as e:  # keep running the cases; the run ends with this error
-            self.write_error = self.write_error or e
+        # One flush at a time, so an older snapshot never lands after a newer one.
+        with self._flush_lock:
+            with self._lock:
+                self.results.cases = [
+                    self.case_results[p.case.id]
+                    for p in self.plans
+                    if p.case.id in self.case_results
+                ]
+            try:
+                write_results(self.layout, self.results)
+            except OSError as e:  # keep running the cases; the run ends with this error
+                self.write_error = self.write_error or e
 
     def _pending_result(self, plan: CasePlan) -> CaseResult:
         c = plan.case
@@ -248,9 +254,9 @@ class Nightly:
     def _run_attempt(self, plan: CasePlan, rung: PlannedRung, attempt: int) -> AttemptResult:
         case = plan.case
         key = f"{case.id}#a{attempt}"
-        started = time.time()
+        st = AttemptState(plan, rung, attempt, time.time())
         if self.stopping.is_set():
-            return self._interrupted(plan, rung, attempt, started, "before")
+            return self._interrupted(st, "before")
         try:
             if self._exclusive:
                 self._local_lock.acquire()
@@ -258,10 +264,12 @@ class Nightly:
         except Cancelled:
             if self._exclusive:
                 self._local_lock.release()
-            return self._interrupted(plan, rung, attempt, started, "before")
+            return self._interrupted(st, "before")
+        st.gpus = gpus
         sandbox = None
         try:
             spec, req = attempt_request(self.ctx, plan, rung, attempt, gpus)
+            st.spec = spec
             Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
             write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
             self.progress.attempt_started(case.id, attempt, rung.name, gpus)
@@ -270,32 +278,20 @@ class Nightly:
             except LabError:
                 raise
             except Exception as e:
-                return self._host_result(
-                    plan,
-                    rung,
-                    attempt,
-                    started,
-                    Outcome.infra_error,
-                    f"sandbox did not start: {e}",
-                    gpus,
-                )
+                return self._host_result(st, Outcome.infra_error, f"sandbox did not start: {e}")
             with self._lock:
                 self._running[key] = sandbox
             write_json_atomic(Path(spec.out_dir) / "sandbox.json", sandbox.describe())
             if self.stopping.is_set():
                 sandbox.stop(STOP_GRACE_S)
             sx = sandbox.wait(attempt_bound_s(spec))
-            return self._read_result(plan, rung, attempt, started, spec, sx, gpus)
+            return self._read_result(st, sx)
         except LabError as e:
-            return self._host_result(
-                plan, rung, attempt, started, Outcome.infra_error, str(e), gpus
-            )
+            return self._host_result(st, Outcome.infra_error, str(e))
         except Exception as e:  # the engine went away mid-attempt, and the like
             if self.stopping.is_set():  # we removed the sandbox ourselves
-                return self._interrupted(plan, rung, attempt, started, "during", gpus)
-            return self._host_result(
-                plan, rung, attempt, started, Outcome.infra_error, f"{type(e).__name__}: {e}", gpus
-            )
+                return self._interrupted(st, "during")
+            return self._host_result(st, Outcome.infra_error, f"{type(e).__name__}: {e}")
         finally:
             if sandbox is not None:
                 try:
@@ -308,47 +304,36 @@ class Nightly:
             if self._exclusive:
                 self._local_lock.release()
 
-    def _read_result(
-        self,
-        plan: CasePlan,
-        rung: PlannedRung,
-        attempt: int,
-        started: float,
-        spec: AttemptSpec,
-        sx: SandboxExit,
-        gpus: list[int],
-    ) -> AttemptResult:
+    def _read_result(self, st: AttemptState, sx: SandboxExit) -> AttemptResult:
         """The host decides from the exit code and the result file, never from server logs."""
+        assert st.spec is not None, "an attempt that ran has a spec"
         try:
-            result = load_result(spec.result_path)
+            result: AttemptResult | None = with_log_paths(load_result(st.spec.result_path), st.spec)
         except (OSError, ValueError):
             result = None
         if sx.oom_killed:
             reason = "the sandbox was killed by the kernel's OOM killer (host memory)"
-            if plan.case.memory_limit_mib:
-                reason += f", limit {plan.case.memory_limit_mib} MiB"
+            if st.plan.case.memory_limit_mib:
+                reason += f", limit {st.plan.case.memory_limit_mib} MiB"
             if result is None:
-                return self._host_result(plan, rung, attempt, started, Outcome.oom, reason, gpus)
-            result.outcome, result.reason = Outcome.oom, reason
-            return result
+                return self._host_result(st, Outcome.oom, reason)
+            return host_verdict(result, Outcome.oom, reason)
         if sx.outcome is not None and not self.stopping.is_set():  # the runtime's verdict
             if result is None:
-                return self._host_result(
-                    plan, rung, attempt, started, sx.outcome, sx.reason, gpus, sx.log_tail
-                )
-            result.outcome, result.reason = sx.outcome, sx.reason
-            return result
+                return self._host_result(st, sx.outcome, sx.reason, sx.log_tail)
+            return host_verdict(result, sx.outcome, sx.reason)
         if result is not None:
-            if self.stopping.is_set() and result.outcome is not Outcome.passed:
-                result.outcome = Outcome.interrupted
+            if self.stopping.is_set() and result.outcome not in (
+                Outcome.passed,
+                Outcome.interrupted,
+            ):
+                return host_verdict(result, Outcome.interrupted, result.reason)
             return result
         if self.stopping.is_set():
-            return self._interrupted(plan, rung, attempt, started, "during", gpus)
+            return self._interrupted(st, "during")
         if sx.exit_code is None:
-            why = sx.reason or f"the sandbox did not finish within {attempt_bound_s(spec):.0f} s"
-            return self._host_result(
-                plan, rung, attempt, started, Outcome.timeout, why, gpus, sx.log_tail
-            )
+            why = sx.reason or f"the sandbox did not finish within {attempt_bound_s(st.spec):.0f} s"
+            return self._host_result(st, Outcome.timeout, why, sx.log_tail)
         last = next((ln for ln in reversed(sx.log_tail) if ln.strip()), "")
         why = sx.reason or f"the sandbox exited with code {sx.exit_code} and wrote no result"
         if sx.exit_code == EXIT_BAD_SPEC:
@@ -358,40 +343,23 @@ class Nightly:
             )
         elif last:
             why = f"{why}: {last}"
-        return self._host_result(
-            plan, rung, attempt, started, Outcome.infra_error, why, gpus, sx.log_tail
-        )
+        return self._host_result(st, Outcome.infra_error, why, sx.log_tail)
 
-    def _interrupted(
-        self,
-        plan: CasePlan,
-        rung: PlannedRung,
-        attempt: int,
-        started: float,
-        when: str,
-        gpus: list[int] | None = None,
-    ) -> AttemptResult:
+    def _interrupted(self, st: AttemptState, when: str) -> AttemptResult:
         """The attempt the host ends because the run is stopping ("before" / "during" it)."""
         reason = f"the run was interrupted {when} this attempt"
-        return self._host_result(plan, rung, attempt, started, Outcome.interrupted, reason, gpus)
+        return self._host_result(st, Outcome.interrupted, reason)
 
     def _host_result(
-        self,
-        plan: CasePlan,
-        rung: PlannedRung,
-        attempt: int,
-        started: float,
-        outcome: Outcome,
-        reason: str,
-        gpus: list[int] | None = None,
-        tail: list[str] | None = None,
+        self, st: AttemptState, outcome: Outcome, reason: str, tail: list[str] | None = None
     ) -> AttemptResult:
-        fw = plan.frameworks[0] if plan.frameworks else "test"
-        return AttemptResult(
+        """An attempt's result written by the host: the sandbox wrote none."""
+        fw = st.plan.frameworks[0] if st.plan.frameworks else "test"
+        result = AttemptResult(
             run_id=self.run_id,
-            case_id=plan.case.id,
-            attempt=attempt,
-            rung=rung.name,
+            case_id=st.plan.case.id,
+            attempt=st.attempt,
+            rung=st.rung.name,
             outcome=outcome,
             phase=Phase.setup,
             reason=reason,
@@ -404,16 +372,35 @@ class Nightly:
                     log_tail=tail or [],
                 )
             ],
-            gpus=gpus or [],
-            vram_gib=plan.vram_gib,
-            extra_args=rung.extra_args,
-            started_at=started,
+            gpus=st.gpus,
+            vram_gib=st.plan.vram_gib,
+            extra_args=st.rung.extra_args,
+            started_at=st.started,
             finished_at=time.time(),
             lab_version=__version__,
         )
+        return result if st.spec is None else with_log_paths(result, st.spec)
 
 
-def install_signal_handlers(nightly: Nightly) -> dict[str, int]:
+def with_log_paths(result: AttemptResult, spec: AttemptSpec) -> AttemptResult:
+    """Name each framework's log that is on disk but not in the result (the sandbox was stopped
+    before it said, or never wrote a result), so results.json still leads to it."""
+    for f in result.frameworks:
+        log = spec.log_path(f.framework)
+        if not f.log_path and log.exists():
+            f.log_path = str(log)
+    return result
+
+
+def host_verdict(result: AttemptResult, outcome: Outcome, reason: str) -> AttemptResult:
+    """The host's verdict on an attempt whose sandbox wrote a result: the sandbox's own verdict
+    stays beside it (sandbox_outcome, sandbox_reason)."""
+    result.sandbox_outcome, result.sandbox_reason = result.outcome, result.reason
+    result.outcome, result.reason = outcome, reason
+    return result
+
+
+def install_signal_handlers(executor: RunExecutor) -> dict[str, int]:
     """Ctrl-C / SIGTERM: stop the attempts, keep the results; returns the signal seen (or 0)."""
     seen = {"signal": 0}
 
@@ -425,7 +412,7 @@ def install_signal_handlers(nightly: Nightly) -> dict[str, int]:
             f"\nlab: {signal.Signals(signum).name}: stopping every running attempt…",
             file=sys.stderr,
         )
-        threading.Thread(target=nightly.interrupt, daemon=True).start()
+        threading.Thread(target=executor.interrupt, daemon=True).start()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -1,6 +1,7 @@
 """Writing a run's reports: summary.md, junit.xml and report.html in the run folder.
 
-`finish_run` is the end of `lab nightly`: results, regressions, history, reports, in that order.
+`record_and_report` is the end of `lab nightly`: results, regressions, history, reports, in that
+order.
 `regenerate` is `lab report RUN_DIR`: the same reports again from results.json."""
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def regenerate(
     return write_reports(rd, load_results(rd), db_path)
 
 
-def finish_run(
+def record_and_report(
     run_dir: RunDir | str | os.PathLike[str],
     results: RunResults,
     db_path: str | os.PathLike[str],

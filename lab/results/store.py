@@ -86,6 +86,10 @@ class RunDir:
     def artifacts(self) -> Path:
         return self.path / "artifacts"
 
+    def attempt_dir(self, case_id: str, attempt: int) -> Path:
+        """One attempt's spec.json, result.json and sandbox.json."""
+        return self.attempts / f"{case_id}__a{attempt}"
+
 
 def as_run_dir(run_dir: RunDir | str | os.PathLike[str]) -> RunDir:
     return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))

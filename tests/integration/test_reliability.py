@@ -47,6 +47,16 @@ def test_signal_mid_run_marks_unfinished_cases_interrupted(
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "interrupted"
     assert {c["outcome"] for c in results["cases"]} == {"interrupted"}
+    # Every attempt that got as far as its server's log still leads to that log.
+    log_paths = {
+        f["log_path"]
+        for c in results["cases"]
+        for a in c["attempts"]
+        for f in a["frameworks"]
+        if f["log_path"]
+    }
+    on_disk = {str(p) for p in (run_dir / "logs").glob("*.log")}
+    assert on_disk and log_paths == on_disk, (log_paths, on_disk)
     assert (run_dir / "junit.xml").exists() and (run_dir / "summary.md").exists()
     time.sleep(0.5)
     left = [

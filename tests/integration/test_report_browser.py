@@ -14,7 +14,7 @@ from PIL import Image
 from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase, Telemetry
 from lab.results.history import record_run
 from lab.results.model import CaseResult, RunResults
-from lab.results.reports import finish_run
+from lab.results.reports import record_and_report
 from lab.results.store import RunDir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -135,7 +135,7 @@ def report(tmp_path_factory) -> Path:
     for n in range(1, 6):
         record_run(db, _night(n))
     tonight = _night(6)
-    return finish_run(RunDir.create(root, tonight.run_id), tonight, db).html
+    return record_and_report(RunDir.create(root, tonight.run_id), tonight, db).html
 
 
 def test_report_dom_holds_the_four_charts_inline(report, tmp_path):

@@ -14,7 +14,7 @@ from test_results_support import case, framework, night, run
 from lab.contract import Outcome, Phase
 from lab.errors import LabError
 from lab.results.history import record_run
-from lab.results.reports import finish_run, regenerate, write_reports
+from lab.results.reports import record_and_report, regenerate, write_reports
 from lab.results.store import RunDir, load_results, write_results
 
 XSD = Path(__file__).parents[1] / "data" / "junit.xsd"
@@ -84,7 +84,7 @@ def written(tmp_path):
         )
     rd = RunDir.create(tmp_path, "20261106T010000Z-ab06")
     results = every_outcome(rd.path)
-    finish_run(rd, results, db)
+    record_and_report(rd, results, db)
     return rd, results, db
 
 
@@ -232,7 +232,7 @@ def test_finishing_a_run_on_a_corrupt_history_keeps_results_and_reports_then_fai
     rd = RunDir.create(tmp_path, "20261101T010000Z-ab01")
     results = night(1, {"flux": 1.0})
     with pytest.raises(LabError, match="not a readable SQLite database"):
-        finish_run(rd, results, db)
+        record_and_report(rd, results, db)
     assert load_results(rd) == results
     assert "History unavailable" in rd.summary.read_text()
     assert rd.junit.exists() and rd.report.exists()
