@@ -367,3 +367,22 @@ def psnr_db(a: bytes, b: bytes) -> float | None:
         return None
     mse = float(np.mean((x - y) ** 2))
     return IDENTICAL_PSNR_DB if mse == 0 else round(10.0 * np.log10(255.0**2 / mse), 2)
+
+
+def synthetic_image(width: int, height: int) -> bytes:
+    """A deterministic PNG for image-conditioned cases when the suite gives no test image."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack(
+        [
+            (x * 255 // max(1, width - 1)),
+            (y * 255 // max(1, height - 1)),
+            ((x + y) * 127 // max(1, width + height - 2)),
+        ],
+        axis=-1,
+    ).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
