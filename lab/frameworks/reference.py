@@ -8,12 +8,16 @@ from lab.config import Case, FrameworkConfig
 from lab.frameworks.base import Framework
 from lab.frameworks.sglang import sglang_style_ports, with_server_warmup_shape
 
+# The reference servers account device memory themselves: on the CPU this flag is the card.
+DEVICE_MEMORY_FLAG = "--device-memory-gib"
+
 
 class Reference(Framework):
     name = "reference"
     health_path = "/health"
     # Layer by layer: a DiT bigger than the emulated card still runs (sglang's layerwise offload).
     low_vram_args = "--dit-layerwise-offload --text-encoder-cpu-offload --vae-cpu-offload"
+    device_memory_flag = DEVICE_MEMORY_FLAG
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 
 from lab.config import Case, FrameworkConfig
+from lab.frameworks.reference import DEVICE_MEMORY_FLAG
 from lab.frameworks.sglang_srt import SGLangSrt
 
 
 class ReferenceLlm(SGLangSrt):
     name = "reference-llm"
+    device_memory_flag = DEVICE_MEMORY_FLAG
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from lab import __version__
 from lab.config import Case, FrameworkConfig
 from lab.frameworks.args import has_flag
 from lab.frameworks.base import Framework
@@ -43,6 +44,7 @@ class SGLang(Framework):
     name = "sglang"
     health_path = "/health"
     low_vram_args = "--dit-cpu-offload --text-encoder-cpu-offload --vae-cpu-offload"
+    image = f"nightly-lab/sglang:{SGLANG_TAG}-lab{__version__}"
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -222,12 +222,12 @@ class Attempt:
                     )
                     res.ready_at = time.time()
                     timings["startup"] = round(time.monotonic() - t0, 3)
-                    style = adapter.style(cfg)
-                    if style != "none":
+                    if adapter.style(cfg) != "none":
                         client = Client(
                             base_url,
                             self.case,
-                            style,
+                            adapter,
+                            cfg,
                             spec.request_timeout_s,
                             self._image_input(),
                             self.out_dir,

@@ -33,8 +33,8 @@ import requests
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
-import lab
 from lab.errors import LabError, RuntimeUnavailable
+from lab.frameworks.base import REFERENCE_IMAGE
 from lab.host import gpus as host_gpus
 from lab.host.runtimes.base import (
     LABEL_ATTEMPT,
@@ -63,7 +63,7 @@ LABEL_OWNER = f"{LABEL_PREFIX}.owner-uid"
 LABEL_HOST = f"{LABEL_PREFIX}.host"  # hostname:pid:create_time of the lab process
 HOST_IMAGE = "host"
 HOST_EMPTY_IMAGE = "nightly-lab/host-empty:latest"
-DEFAULT_IMAGE = f"nightly-lab/reference:{lab.__version__}"
+DEFAULT_IMAGE = REFERENCE_IMAGE  # the reference image, as lab/frameworks/base.py declares it
 # /sbin is left out: with --init Docker mounts its docker-init there (and /sbin -> /usr/sbin).
 HOST_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/opt")
 NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
