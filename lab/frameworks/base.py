@@ -71,13 +71,15 @@ class Framework:
 
     def request_body(self, case: Case, prompt: str, image_input: bytes | None) -> dict[str, Any]:
         """The JSON (or form) fields of one request to sglang's OpenAI-style endpoints, as
-        sglang's nightly sends them; the case's `sglang_request_extra` is merged in, a null
-        deleting the key. (The client adds `perf_dump_path`: its own file.)"""
+        sglang's nightly sends them (run_comparison.py's _build_sglang_payload): images and
+        videos alike carry `response_format` b64_json; the case's `sglang_request_extra` is
+        merged in, a null deleting the key. (The client adds `perf_dump_path`: its own file.)"""
         body: dict[str, Any] = {
             "model": case.model,
             "prompt": prompt,
             "size": f"{case.width}x{case.height}",
             "n": 1,
+            "response_format": "b64_json",
             "seed": case.seed,
             "num_inference_steps": case.num_inference_steps,
             "guidance_scale": case.guidance_scale,
@@ -85,8 +87,6 @@ class Framework:
         }
         if case.is_video:
             body.update(num_frames=case.num_frames, fps=case.fps)
-        else:
-            body["response_format"] = "b64_json"
         body = drop_nulls(body)
         for k, v in (case.sglang_request_extra or {}).items():
             if v is None:
