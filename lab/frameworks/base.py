@@ -29,6 +29,8 @@ class Framework:
     low_vram_args: ClassVar[str] = ""
     # True when the server lists the model at /v1/models once routes exist.
     lists_models: ClassVar[bool] = True
+    # GET path whose JSON `version` names the running server's version; None: it has none.
+    version_path: ClassVar[str | None] = None
     # The image the nightly runs the server in when the suite names none.
     image: ClassVar[str] = REFERENCE_IMAGE
     # A server that accounts device memory itself takes the emulated card's size by this flag

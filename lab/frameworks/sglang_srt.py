@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from lab.config import Case, FrameworkConfig
 from lab.frameworks.llm_base import LlmServer
+from lab.frameworks.sglang import SERVER_INFO_PATH
 
 
 class SGLangSrt(LlmServer):
     name = "sglang-srt"
     memory_flag = "--mem-fraction-static"
+    version_path = SERVER_INFO_PATH
     fractions = (0.88, 0.8, 0.7)
 
     def base_command(

@@ -9,6 +9,7 @@ from lab.frameworks.llm_base import LlmServer
 class Vllm(LlmServer):
     name = "vllm"
     memory_flag = "--gpu-memory-utilization"
+    version_path = "/version"  # vLLM's OpenAI server: {"version": ...}
     fractions = (0.9, 0.8, 0.7)  # vLLM's default is 0.9
 
     def base_command(

@@ -14,6 +14,7 @@ class VllmOmni(Framework):
     health_path = "/health"
     request_style = "vllm-chat"
     low_vram_args = "--enable-cpu-offload"
+    version_path = "/version"  # `vllm serve`'s own endpoint
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -30,7 +30,14 @@ from lab.frameworks import get_framework, server_command
 from lab.frameworks.args import merge_args
 from lab.redact import ENV_REF, redact_env
 from lab.sandbox import ballast as ballast_mod
-from lab.sandbox.client import Client, Output, psnr_db, sized_prompts, synthetic_image
+from lab.sandbox.client import (
+    Client,
+    Output,
+    psnr_db,
+    server_version,
+    sized_prompts,
+    synthetic_image,
+)
 from lab.sandbox.result import (
     last_line,
     record_server_timings,
@@ -222,6 +229,7 @@ class Attempt:
                     )
                     res.ready_at = time.time()
                     timings["startup"] = round(time.monotonic() - t0, 3)
+                    res.server_version = server_version(base_url, adapter.version_path)
                     if adapter.style(cfg) != "none":
                         client = Client(
                             base_url,

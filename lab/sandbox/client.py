@@ -38,6 +38,19 @@ class Output:
     output_tokens: int | None = None  # text: completion tokens the server reported
 
 
+def server_version(base_url: str, path: str | None) -> str | None:
+    """The `version` the server reports at `path`; None when it has no such endpoint or its
+    answer holds none (the version is provenance, never a reason to fail an attempt)."""
+    if path is None:
+        return None
+    try:
+        r = requests.get(base_url.rstrip("/") + path, timeout=(0.5, 5.0))
+        version = r.json().get("version") if r.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) and version else None
+
+
 def sized_prompts(prompt: str, count: int) -> list[str]:
     """`count` different prompts of the same length (servers cache encodings of seen inputs)."""
     return [f"{prompt} #{i:03d}" for i in range(1, count + 1)]
