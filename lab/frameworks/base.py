@@ -3,11 +3,14 @@ request bodies, how it emulates a smaller card, and the flags of its degrade lad
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from lab import __version__
-from lab.config import Case, FrameworkConfig, Rung
 from lab.frameworks.args import has_flag, merge_args
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 RequestStyle = Literal["openai", "vllm-chat", "lightx2v", "chat", "none"]  # chat: LLM servers
 

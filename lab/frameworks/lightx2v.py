@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab.config import Case, FrameworkConfig, Rung
 from lab.frameworks.base import Framework, drop_nulls
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 _TASKS = {
     "text-to-image": "t2i",

@@ -3,11 +3,14 @@ static memory fraction down (sglang's --mem-fraction-static, vLLM's --gpu-memory
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lab.config import Case, FrameworkConfig, Rung
 from lab.frameworks.args import flag_value
 from lab.frameworks.base import Framework, RequestStyle
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 DEFAULT_MAX_TOKENS = 32  # chat cases without max_tokens
 

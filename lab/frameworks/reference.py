@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from lab.config import Case, FrameworkConfig
 from lab.frameworks.base import Framework
 from lab.frameworks.sglang import SERVER_INFO_PATH, sglang_style_ports, with_server_warmup_shape
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 # The reference servers account device memory themselves: on the CPU this flag is the card.
 DEVICE_MEMORY_FLAG = "--device-memory-gib"

@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lab import __version__
-from lab.config import Case, FrameworkConfig
 from lab.frameworks.args import has_flag
 from lab.frameworks.base import Framework
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 # The one setting for sglang's version: the PyPI release whose wheel the tests read the `serve`
 # options from, and (as v<version>) the lmsysorg/sglang image docker/build-images.sh builds on.

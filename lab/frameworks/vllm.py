@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from lab.config import Case, FrameworkConfig
+from typing import TYPE_CHECKING
+
 from lab.frameworks.llm_base import LlmServer
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 
 class Vllm(LlmServer):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab.config import Case, FrameworkConfig
 from lab.frameworks.base import Framework, drop_nulls
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 
 class VllmOmni(Framework):

@@ -1,5 +1,5 @@
-"""A framework is one module and one registry line: the lab asks the class for its command line,
-image, VRAM flag and request body, and nothing else needs to name it."""
+"""A framework is one module and one registry line: the config accepts it, and the lab asks the
+class for its command line, image, VRAM flag and request body; nothing else needs to name it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from lab import config, frameworks
 from lab.config import Case, FrameworkConfig
@@ -53,7 +54,7 @@ def _case() -> Case:
             "width": 8,
             "height": 8,
             "num_gpus": 0,
-            "frameworks": {"reference": {}},
+            "frameworks": {"toy": {}},
         }
     )
 
@@ -79,7 +80,8 @@ class _Recorder(BaseHTTPRequestHandler):
 def test_a_new_framework_is_planned_with_its_image_flag_command_and_body(
     toy: None, tmp_path: Path
 ) -> None:
-    case = _case()
+    case = _case()  # the config validates it: "toy" is a known framework now
+    assert case.runnable_frameworks == ["toy"]
     cfg = FrameworkConfig()
     adapter = frameworks.get_framework("toy")
     assert adapter.command(case, cfg, "127.0.0.1", 30000, 0, [], "/c") == [
@@ -103,6 +105,10 @@ def test_a_new_framework_is_planned_with_its_image_flag_command_and_body(
     assert out.kind == "image"
 
 
-def test_the_config_knows_exactly_the_registry_s_frameworks() -> None:
-    assert set(config.RUNNABLE_FRAMEWORKS) == set(frameworks.framework_names())
-    assert set(config.LLM_FRAMEWORKS) == set(frameworks.chat_framework_names())
+def test_without_its_registry_line_the_config_refuses_the_framework() -> None:
+    with pytest.raises(ValidationError, match="unknown framework 'toy'; known: sglang"):
+        _case()
+
+
+def test_the_config_s_llm_servers_are_the_registry_s_chat_servers() -> None:
+    assert config.llm_frameworks() == ("sglang-srt", "vllm", "reference-llm")
