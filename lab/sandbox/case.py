@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -296,9 +297,7 @@ class Attempt:
                     res.measurement_stop = "budget_spent"
                     break
             dump = perf_dir / f"{fw}_{i + 1}.json"
-            out = session.guarded(
-                lambda p=prompt, d=dump: client.send(p, d), self.spec.request_timeout_s
-            )
+            out = session.guarded(partial(client.send, prompt, dump), self.spec.request_timeout_s)
             res.latency_samples_s.append(round(out.latency_s, 4))
             if out.output_tokens and out.latency_s > 0:
                 rates.append(out.output_tokens / out.latency_s)
