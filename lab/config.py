@@ -14,58 +14,43 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lab.errors import ConfigError
+from lab.frameworks.args import check_args as _check_args
+from lab.frameworks.args import fill_placeholders, split_args
+from lab.frameworks.rung import Rung
+from lab.frameworks.rung import Strict as _Strict
 
 Task = Literal[
     "text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video", "chat"
 ]
-LLM_FRAMEWORKS = ("sglang-srt", "vllm", "reference-llm")  # chat completions, mem-fraction ladder
-RUNNABLE_FRAMEWORKS = ("sglang", "vllm-omni", "lightx2v", "reference", "custom", *LLM_FRAMEWORKS)
 # the static-memory flag of each LLM server: a fraction of the device, in (0, 1)
 MEMORY_FRACTION_FLAGS = ("--mem-fraction-static", "--gpu-memory-utilization")
-KNOWN_FRAMEWORKS = (*RUNNABLE_FRAMEWORKS, "comfyui")  # comfyui: loads, is reported unsupported
 VIDEO_TASKS = ("text-to-video", "image-to-video", "text-image-to-video")
 
-# Flags the lab itself puts on every server's line (lab/frameworks): another one in serve_args
-# or a rung would move the server away from where the lab looks for it.
-OWNED_FLAGS = ("--port", "--host", "--master-port", "--scheduler-port")
 # `{name}`s a custom framework's `command` may hold (lab/frameworks/custom.py fills them).
 COMMAND_PLACEHOLDERS = ("port", "host", "model", "num_gpus", "config_dir", "python")
 # `{name}`s of a kind "test" case's `command` (lab/sandbox/case.py fills them; run by /bin/sh).
 TEST_PLACEHOLDERS = ("out_dir", "config_dir", "port", "host", "python")
 
 
-def split_args(text: str) -> list[str]:
-    """serve_args, rung args, a custom command: split like a shell, the one way the lab does."""
-    return shlex.split(text)
+def runnable_frameworks() -> tuple[str, ...]:
+    """The frameworks the lab runs: the registry of lab/frameworks, asked, never repeated."""
+    from lab.frameworks import framework_names
+
+    return framework_names()
 
 
-def fill_placeholders(template: str, values: dict[str, Any]) -> str:
-    """`{name}` → value, for the names in `values` only; ValueError names what is wrong."""
-    try:
-        return template.format(**values)
-    except KeyError as e:
-        raise ValueError(
-            f"unknown placeholder {{{e.args[0]}}}; known: "
-            + ", ".join(f"{{{k}}}" for k in values)
-            + " (write {{ and }} for literal braces)"
-        ) from None
-    except (IndexError, ValueError, AttributeError, TypeError) as e:
-        raise ValueError(f"bad placeholder ({e}); known: {', '.join(values)}") from None
+def llm_frameworks() -> tuple[str, ...]:
+    """The LLM servers: chat completions, the memory-fraction ladder, their flags checked."""
+    from lab.frameworks import chat_framework_names
+
+    return chat_framework_names()
 
 
-def _check_args(text: str) -> str:
-    """A shell-split line that holds none of the flags the lab owns."""
-    try:
-        words = split_args(text)
-    except ValueError as e:
-        raise ValueError(f"cannot split {text!r} like a shell: {e}") from None
-    for w in words:
-        if w.split("=", 1)[0] in OWNED_FLAGS:
-            raise ValueError(
-                f"{w.split('=', 1)[0]} is set by the lab (every server listens where the lab "
-                "looks, port 30000 in its own sandbox); remove it"
-            )
-    return text
+def known_frameworks() -> tuple[str, ...]:
+    """What a suite may name: the runnable ones and comfyui (it loads and is reported)."""
+    from lab.frameworks import comfyui
+
+    return (*runnable_frameworks(), comfyui.NAME)
 
 
 # Sample values of the right types: enough to prove a template fills and splits.
@@ -78,32 +63,6 @@ _SAMPLE = {
     "python": "/p",
     "out_dir": "/o",
 }
-
-
-class _Strict(BaseModel):
-    # Strict types (no "256" for 256, no true for 1) are asked for in parse_suite.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class Rung(_Strict):
-    """One step of the degrade ladder: flags that replace their values in serve_args."""
-
-    name: str
-    args: str = ""  # split like a shell, as serve_args
-    num_gpus: int | None = None  # the attempt needs this many GPUs (e.g. cfg-parallel 2)
-    skip_if_args: str | None = None  # skip the rung when serve_args already hold these flags
-    # environment of the attempt: how a rung reaches a `kind: test` case, whose launcher appends
-    # LAB_SERVER_EXTRA_ARGS to its server's command line (lab/e2e.py)
-    env: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("args", "skip_if_args")
-    @classmethod
-    def _splits(cls, v: str | None) -> str | None:
-        return v if v is None else _check_args(v)
-
-    @property
-    def arg_list(self) -> list[str]:
-        return split_args(self.args)
 
 
 class FrameworkConfig(_Strict):
@@ -204,18 +163,18 @@ class Case(_Strict):
     @field_validator("frameworks")
     @classmethod
     def _known_frameworks(cls, v: dict[str, FrameworkConfig]) -> dict[str, FrameworkConfig]:
+        known = known_frameworks()
         for name in v:
-            if name not in KNOWN_FRAMEWORKS:
-                raise ValueError(
-                    f"unknown framework {name!r}; known: {', '.join(KNOWN_FRAMEWORKS)}"
-                )
+            if name not in known:
+                raise ValueError(f"unknown framework {name!r}; known: {', '.join(known)}")
         return v
 
     @field_validator("frameworks")
     @classmethod
     def _llm_flags(cls, v: dict[str, FrameworkConfig]) -> dict[str, FrameworkConfig]:
+        llm = llm_frameworks()
         for name, cfg in v.items():
-            if name in LLM_FRAMEWORKS:
+            if name in llm:
                 check_llm_args(name, cfg.serve_arg_list, f"{name}.serve_args")
                 for r in cfg.ladder or []:
                     check_llm_args(name, r.arg_list, f"{name}.ladder rung {r.name!r}")
@@ -224,7 +183,8 @@ class Case(_Strict):
     @field_validator("ladder")
     @classmethod
     def _llm_ladder(cls, v: list[Rung] | None, info: Any) -> list[Rung] | None:
-        frameworks = [f for f in (info.data.get("frameworks") or {}) if f in LLM_FRAMEWORKS]
+        llm = llm_frameworks()
+        frameworks = [f for f in (info.data.get("frameworks") or {}) if f in llm]
         for r in v or []:
             for fw in frameworks:
                 check_llm_args(fw, r.arg_list, f"rung {r.name!r}")
@@ -274,7 +234,8 @@ class Case(_Strict):
 
     @property
     def runnable_frameworks(self) -> list[str]:
-        return [f for f in self.frameworks if f in RUNNABLE_FRAMEWORKS]
+        runnable = runnable_frameworks()
+        return [f for f in self.frameworks if f in runnable]
 
     def names(self) -> list[str]:
         """Every name a user may type for this case: id, aliases, model id."""

@@ -1,4 +1,7 @@
-"""Server frameworks, one module each, picked by the name used in the config."""
+"""Server frameworks, one module each, picked by the name used in the config.
+
+Adding a framework is one new module with its Framework subclass and one line in REGISTRY: the
+command line, readiness, image, request bodies, VRAM flag and ladder all live on the class."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import TYPE_CHECKING
 from lab.frameworks.base import Framework
 from lab.frameworks.custom import Custom
 from lab.frameworks.lightx2v import LightX2V
+from lab.frameworks.llm_base import LlmServer
 from lab.frameworks.reference import Reference
 from lab.frameworks.reference_llm import ReferenceLlm
 from lab.frameworks.sglang import SGLang
@@ -17,18 +21,28 @@ from lab.frameworks.vllm_omni import VllmOmni
 if TYPE_CHECKING:
     from lab.contract import AttemptSpec
 
-_ALL: dict[str, type[Framework]] = {
+REGISTRY: dict[str, type[Framework]] = {
     f.name: f
     for f in (SGLang, VllmOmni, LightX2V, Reference, Custom, SGLangSrt, Vllm, ReferenceLlm)
 }
 
 
+def framework_names() -> tuple[str, ...]:
+    """Every framework the lab can run, in the registry's order."""
+    return tuple(REGISTRY)
+
+
+def chat_framework_names() -> tuple[str, ...]:
+    """The LLM servers: chat-completion requests and the memory-fraction ladder."""
+    return tuple(n for n, f in REGISTRY.items() if issubclass(f, LlmServer))
+
+
 def get_framework(name: str) -> Framework:
     try:
-        return _ALL[name]()
+        return REGISTRY[name]()
     except KeyError:
         raise KeyError(
-            f"framework {name!r} is not supported; supported: {', '.join(_ALL)}"
+            f"framework {name!r} is not supported; supported: {', '.join(REGISTRY)}"
         ) from None
 
 

@@ -1,6 +1,48 @@
-"""Command-line flag lists: override a flag's value instead of repeating the flag."""
+"""Command-line flag lists: how a line splits, which flags the lab owns, `{name}`s filled in, and
+overriding a flag's value instead of repeating the flag."""
 
 from __future__ import annotations
+
+import shlex
+from typing import Any
+
+# Flags the lab itself puts on every server's line (lab/frameworks): another one in serve_args
+# or a rung would move the server away from where the lab looks for it.
+OWNED_FLAGS = ("--port", "--host", "--master-port", "--scheduler-port")
+
+
+def split_args(text: str) -> list[str]:
+    """serve_args, rung args, a custom command: split like a shell, the one way the lab does."""
+    return shlex.split(text)
+
+
+def fill_placeholders(template: str, values: dict[str, Any]) -> str:
+    """`{name}` → value, for the names in `values` only; ValueError names what is wrong."""
+    try:
+        return template.format(**values)
+    except KeyError as e:
+        raise ValueError(
+            f"unknown placeholder {{{e.args[0]}}}; known: "
+            + ", ".join(f"{{{k}}}" for k in values)
+            + " (write {{ and }} for literal braces)"
+        ) from None
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"bad placeholder ({e}); known: {', '.join(values)}") from None
+
+
+def check_args(text: str) -> str:
+    """A shell-split line that holds none of the flags the lab owns."""
+    try:
+        words = split_args(text)
+    except ValueError as e:
+        raise ValueError(f"cannot split {text!r} like a shell: {e}") from None
+    for w in words:
+        if w.split("=", 1)[0] in OWNED_FLAGS:
+            raise ValueError(
+                f"{w.split('=', 1)[0]} is set by the lab (every server listens where the lab "
+                "looks, port 30000 in its own sandbox); remove it"
+            )
+    return text
 
 
 def _groups(args: list[str]) -> list[list[str]]:

@@ -1,17 +1,27 @@
-"""What every framework adapter knows: its command line, health and readiness, its requests,
-and the flags of its degrade ladder."""
+"""What every framework adapter knows: its command line, health and readiness, its image, its
+request bodies, how it emulates a smaller card, and the flags of its degrade ladder."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from lab.config import Case, FrameworkConfig, Rung
+from lab import __version__
 from lab.frameworks.args import has_flag, merge_args
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 RequestStyle = Literal["openai", "vllm-chat", "lightx2v", "chat", "none"]  # chat: LLM servers
 
 # Default ladder for diffusion servers: as configured → cfg-parallel 2 → low-VRAM → both.
 CFG_PARALLEL = "--cfg-parallel-size 2"
+# The image `make images` builds with the lab and the reference servers; tags carry the version.
+REFERENCE_IMAGE = f"nightly-lab/reference:{__version__}"
+
+
+def drop_nulls(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
 
 
 class Framework:
@@ -22,6 +32,13 @@ class Framework:
     low_vram_args: ClassVar[str] = ""
     # True when the server lists the model at /v1/models once routes exist.
     lists_models: ClassVar[bool] = True
+    # GET path whose JSON `version` names the running server's version; None: it has none.
+    version_path: ClassVar[str | None] = None
+    # The image the nightly runs the server in when the suite names none.
+    image: ClassVar[str] = REFERENCE_IMAGE
+    # A server that accounts device memory itself takes the emulated card's size by this flag
+    # (on a machine without GPUs); None: only the GPU ballast can emulate a card for it.
+    device_memory_flag: ClassVar[str | None] = None
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int
@@ -56,6 +73,32 @@ class Framework:
 
     def style(self, cfg: FrameworkConfig) -> RequestStyle:
         return self.request_style
+
+    def request_body(self, case: Case, prompt: str, image_input: bytes | None) -> dict[str, Any]:
+        """The JSON (or form) fields of one request to sglang's OpenAI-style endpoints, as
+        sglang's nightly sends them (run_comparison.py's _build_sglang_payload): images and
+        videos alike carry `response_format` b64_json; the case's `sglang_request_extra` is
+        merged in, a null deleting the key. (The client adds `perf_dump_path`: its own file.)"""
+        body: dict[str, Any] = {
+            "model": case.model,
+            "prompt": prompt,
+            "size": f"{case.width}x{case.height}",
+            "n": 1,
+            "response_format": "b64_json",
+            "seed": case.seed,
+            "num_inference_steps": case.num_inference_steps,
+            "guidance_scale": case.guidance_scale,
+            "negative_prompt": case.negative_prompt,
+        }
+        if case.is_video:
+            body.update(num_frames=case.num_frames, fps=case.fps)
+        body = drop_nulls(body)
+        for k, v in (case.sglang_request_extra or {}).items():
+            if v is None:
+                body.pop(k, None)
+            else:
+                body[k] = v
+        return body
 
     def default_ladder(self, case: Case, cfg: FrameworkConfig) -> list[Rung]:
         rungs = [Rung(name="as-configured")]

@@ -6,7 +6,11 @@ comfyui_adapter.py (build_launch_cmd, send_request) and run_comparison.py (run_c
 
 from __future__ import annotations
 
-from lab.config import Case
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.config import Case
+
 
 NAME = "comfyui"
 

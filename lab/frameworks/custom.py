@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
-from lab.config import Case, FrameworkConfig, Rung, fill_placeholders, split_args
-from lab.frameworks.args import merge_args
+from lab.frameworks.args import fill_placeholders, merge_args, split_args
 from lab.frameworks.base import Framework, RequestStyle
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 
 class Custom(Framework):

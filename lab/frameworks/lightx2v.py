@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from lab.config import Case, FrameworkConfig
-from lab.frameworks.base import Framework
+import base64
+from typing import TYPE_CHECKING, Any
+
+from lab.frameworks.base import Framework, drop_nulls
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 _TASKS = {
     "text-to-image": "t2i",
@@ -33,6 +39,16 @@ class LightX2V(Framework):
             args += ["--config_json", cfg.config_json]
         return [*args, "--host", host, "--port", str(port)]
 
-    def default_ladder(self, case: Case, cfg: FrameworkConfig) -> list:
+    def request_body(self, case: Case, prompt: str, image_input: bytes | None) -> dict[str, Any]:
+        """A task of lightx2v's API; the input image travels base64-encoded in `image_path`.
+        (The client adds `save_result_path`: the file it reads the result from.)"""
+        body = drop_nulls(
+            {"prompt": prompt, "seed": case.seed, "negative_prompt": case.negative_prompt}
+        )
+        if case.needs_image_input and image_input:
+            body["image_path"] = base64.b64encode(image_input).decode()
+        return body
+
+    def default_ladder(self, case: Case, cfg: FrameworkConfig) -> list[Rung]:
         # lightx2v has no cfg-parallel flag of sglang's shape: only its own offload rung.
         return [r for r in super().default_ladder(case, cfg) if "cfg-parallel" not in r.name]

@@ -3,11 +3,16 @@ static memory fraction down (sglang's --mem-fraction-static, vLLM's --gpu-memory
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lab.config import Case, FrameworkConfig, Rung
 from lab.frameworks.args import flag_value
 from lab.frameworks.base import Framework, RequestStyle
+from lab.frameworks.rung import Rung
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
+
+DEFAULT_MAX_TOKENS = 32  # chat cases without max_tokens
 
 
 class LlmServer(Framework):
@@ -15,6 +20,15 @@ class LlmServer(Framework):
     memory_flag: ClassVar[str]
     # the server's default first: rung 1 runs as configured, the rest step down
     fractions: ClassVar[tuple[float, ...]]
+
+    def request_body(self, case: Case, prompt: str, image_input: bytes | None) -> dict[str, Any]:
+        """A greedy chat completion of the prompt."""
+        return {
+            "model": case.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": case.max_tokens or DEFAULT_MAX_TOKENS,
+            "temperature": 0,
+        }
 
     def default_ladder(self, case: Case, cfg: FrameworkConfig) -> list[Rung]:
         steps = list(cfg.mem_fractions or self.fractions)

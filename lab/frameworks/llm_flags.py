@@ -44,13 +44,14 @@ def _sglang_fields(source: str) -> Iterator[str]:
                 yield _kebab(item.target.id)
             elif isinstance(meta, ast.Call) and getattr(meta.func, "id", "") == "Arg":
                 kw = {k.arg: k.value for k in meta.keywords}
-                if isinstance(kw.get("no_cli"), ast.Constant) and kw["no_cli"].value:
+                no_cli = kw.get("no_cli")
+                if isinstance(no_cli, ast.Constant) and no_cli.value:
                     continue
                 cli = kw.get("cli_name")
-                yield cli.value if isinstance(cli, ast.Constant) else _kebab(item.target.id)
+                yield str(cli.value) if isinstance(cli, ast.Constant) else _kebab(item.target.id)
                 aliases = kw.get("aliases")
                 if isinstance(aliases, ast.List):
-                    yield from (a.value for a in aliases.elts if isinstance(a, ast.Constant))
+                    yield from (str(a.value) for a in aliases.elts if isinstance(a, ast.Constant))
 
 
 def sglang_options(wheel: Path) -> set[str]:
@@ -82,7 +83,7 @@ def sglang_diffusion_options(wheel: Path) -> set[str]:
             for node in ast.walk(ast.parse(z.read(name))):
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
                     flags.update(
-                        a.value
+                        str(a.value)
                         for a in node.args
                         if isinstance(a, ast.Constant) and str(a.value).startswith("--")
                     )

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from lab.config import Case, FrameworkConfig
 from lab.frameworks.base import Framework
-from lab.frameworks.sglang import sglang_style_ports, with_server_warmup_shape
+from lab.frameworks.sglang import SERVER_INFO_PATH, sglang_style_ports, with_server_warmup_shape
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
+
+# The reference servers account device memory themselves: on the CPU this flag is the card.
+DEVICE_MEMORY_FLAG = "--device-memory-gib"
 
 
 class Reference(Framework):
@@ -14,6 +20,8 @@ class Reference(Framework):
     health_path = "/health"
     # Layer by layer: a DiT bigger than the emulated card still runs (sglang's layerwise offload).
     low_vram_args = "--dit-layerwise-offload --text-encoder-cpu-offload --vae-cpu-offload"
+    device_memory_flag = DEVICE_MEMORY_FLAG
+    version_path = SERVER_INFO_PATH
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

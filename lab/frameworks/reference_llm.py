@@ -4,13 +4,18 @@ srt's flags for the pool, its endpoints, its memory behaviour, runnable anywhere
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from lab.config import Case, FrameworkConfig
+from lab.frameworks.reference import DEVICE_MEMORY_FLAG
 from lab.frameworks.sglang_srt import SGLangSrt
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 
 class ReferenceLlm(SGLangSrt):
     name = "reference-llm"
+    device_memory_flag = DEVICE_MEMORY_FLAG
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -4,14 +4,21 @@
 
 from __future__ import annotations
 
-from lab.config import Case, FrameworkConfig
+from typing import TYPE_CHECKING
+
+from lab import __version__
 from lab.frameworks.args import has_flag
 from lab.frameworks.base import Framework
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 # The one setting for sglang's version: the PyPI release whose wheel the tests read the `serve`
 # options from, and (as v<version>) the lmsysorg/sglang image docker/build-images.sh builds on.
 SGLANG_VERSION = "0.5.23"
 SGLANG_TAG = f"v{SGLANG_VERSION}"
+# sglang's servers (diffusion and srt) answer their version here, as {"version": ...}.
+SERVER_INFO_PATH = "/server_info"
 MASTER_PORT_OFFSET = 5
 SCHEDULER_PORT_OFFSET = 55
 
@@ -43,6 +50,8 @@ class SGLang(Framework):
     name = "sglang"
     health_path = "/health"
     low_vram_args = "--dit-cpu-offload --text-encoder-cpu-offload --vae-cpu-offload"
+    image = f"nightly-lab/sglang:{SGLANG_TAG}-lab{__version__}"
+    version_path = SERVER_INFO_PATH
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

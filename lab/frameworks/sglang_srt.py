@@ -3,13 +3,19 @@ launch it; readiness /health then /v1/models; chat completions (and /generate)."
 
 from __future__ import annotations
 
-from lab.config import Case, FrameworkConfig
+from typing import TYPE_CHECKING
+
 from lab.frameworks.llm_base import LlmServer
+from lab.frameworks.sglang import SERVER_INFO_PATH
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 
 class SGLangSrt(LlmServer):
     name = "sglang-srt"
     memory_flag = "--mem-fraction-static"
+    version_path = SERVER_INFO_PATH
     fractions = (0.88, 0.8, 0.7)
 
     def base_command(

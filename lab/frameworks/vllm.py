@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from lab.config import Case, FrameworkConfig
+from typing import TYPE_CHECKING
+
 from lab.frameworks.llm_base import LlmServer
+
+if TYPE_CHECKING:
+    from lab.config import Case, FrameworkConfig
 
 
 class Vllm(LlmServer):
     name = "vllm"
     memory_flag = "--gpu-memory-utilization"
+    version_path = "/version"  # vLLM's OpenAI server: {"version": ...}
     fractions = (0.9, 0.8, 0.7)  # vLLM's default is 0.9
 
     def base_command(

@@ -12,12 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import __version__
 from lab.config import Case, LoadedSuite, load_suite
 from lab.contract import DEFAULT_MEASURE_BUDGET_S, AttemptSpec
 from lab.errors import LabError
-from lab.frameworks import comfyui
-from lab.frameworks.sglang import SGLANG_TAG
+from lab.frameworks import comfyui, get_framework
+from lab.frameworks.sglang import SGLANG_TAG  # noqa: F401 - lab.host.run re-exports it
 from lab.host.gpus import GpuInfo, visible_devices
 from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
 from lab.host.runtimes.base import SandboxRequest
@@ -84,10 +83,8 @@ def repro_suite(config: str | None, target: str) -> LoadedSuite:
 
 # --- each case ------------------------------------------------------------------------------------
 def default_image(framework: str) -> str:
-    """The image `make images` builds for a framework; tags carry the lab version."""
-    if framework == "sglang":
-        return f"nightly-lab/sglang:{SGLANG_TAG}-lab{__version__}"
-    return f"nightly-lab/reference:{__version__}"
+    """The image `make images` builds for a framework (the framework declares it)."""
+    return get_framework(framework).image
 
 
 @dataclass

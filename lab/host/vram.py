@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from lab.contract import TEST_KEY, Ballast
 from lab.errors import LabError
+from lab.frameworks import get_framework
+from lab.frameworks.reference import DEVICE_MEMORY_FLAG
 from lab.host.gpus import GpuInfo
-
-REFERENCE_BUDGET_FLAG = "--device-memory-gib"
 
 
 def plan_vram(
@@ -26,11 +26,13 @@ def plan_vram(
                     f"({g.name}) has ({total_gib:.1f} GiB); ask for at most {int(total_gib)}"
                 )
         return Ballast(keep_gib=vram_gib, devices=list(range(len(gpus)))), {}
-    budget = [REFERENCE_BUDGET_FLAG, f"{vram_gib:g}"]
-    if "reference" in frameworks or "reference-llm" in frameworks:
-        return None, {fw: budget for fw in frameworks if fw.startswith("reference")}
-    if not frameworks:  # kind "test": its launcher hands LAB_SERVER_EXTRA_ARGS to the server
-        return None, {TEST_KEY: budget}
+    flags = {fw: get_framework(fw).device_memory_flag for fw in frameworks}
+    budgets = {fw: [flag, f"{vram_gib:g}"] for fw, flag in flags.items() if flag}
+    if budgets:
+        return None, budgets
+    if not frameworks:  # kind "test": its launcher hands LAB_SERVER_EXTRA_ARGS to the server,
+        # which the shipped tests launch as the reference LLM server
+        return None, {TEST_KEY: [DEVICE_MEMORY_FLAG, f"{vram_gib:g}"]}
     raise LabError(
         f"case {case_id!r}: vram_gib {vram_gib:g} needs a GPU to emulate (or the reference "
         "frameworks, which account device memory on the CPU); this sandbox gets no GPU"

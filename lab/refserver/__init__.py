@@ -9,3 +9,8 @@ the lab's tests rely on. See README.md beside this file.
 
 Importing this package is cheap: torch and diffusers are imported only once a server starts.
 """
+
+from lab import __version__
+
+# What both reference servers answer as `version` at GET /server_info (sglang's endpoint).
+SERVER_VERSION = f"nightly-lab-refserver {__version__}"

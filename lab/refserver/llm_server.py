@@ -12,7 +12,7 @@ device at once, as sglang's checker does: at 0.88 of a 32 GiB card that is more 
 
 GET  /health                 503 while loading, then 200
 GET  /v1/models              the model card
-GET  /get_server_info        the memory plan (bytes)
+GET  /server_info            the memory plan (bytes) and the version (also /get_server_info)
 POST /v1/chat/completions    OpenAI chat: messages, max_tokens, temperature, seed
 POST /generate               sglang: text, sampling_params {max_new_tokens, temperature}
 POST /weights_checker        {"action": "snapshot" | "compare" | "reset"} -> {success, message}
@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from lab.refserver import SERVER_VERSION
 from lab.refserver.log import flush_all, log
 
 DEFAULT_MEM_FRACTION = 0.88  # sglang's default for a single GPU
@@ -235,7 +236,7 @@ class LlmHandler(BaseHTTPRequestHandler):
                 self._json(503, {"error": {"message": "still loading"}})
             else:
                 self._json(200, {"object": "list", "data": [state.card()]})
-        elif path == "/get_server_info" and state.plan is not None:
+        elif path in ("/server_info", "/get_server_info") and state.plan is not None:
             self._json(
                 200,
                 {
@@ -244,6 +245,7 @@ class LlmHandler(BaseHTTPRequestHandler):
                     "device": str(state.device),
                     **vars(state.plan),
                     "left_bytes": state.plan.left_bytes,
+                    "version": SERVER_VERSION,
                 },
             )
         else:

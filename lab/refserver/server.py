@@ -3,6 +3,7 @@
 GET  /liveness                       200 as soon as HTTP is up
 GET  /health, /health_generate       503 until the server's own warmup is done, then 200
 GET  /v1/models (and /models)        the model card
+GET  /server_info                    model path and version ("nightly-lab-refserver <version>")
 POST /v1/images/generations          JSON -> {created, data: [{b64_json: PNG}]}
 POST /v1/images/edits                multipart (file field `image`) -> same
 POST /v1/videos                      JSON or multipart (`input_reference`) -> {id, status}
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 from lab import perfdump
 from lab.files import write_json_atomic
-from lab.refserver import api, faults
+from lab.refserver import SERVER_VERSION, api, faults
 from lab.refserver.api import GenerationJob, RequestError
 from lab.refserver.args import ServerConfig
 from lab.refserver.log import flush_all, log
@@ -277,6 +278,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, {"model_path": card["id"], **card})
             else:
                 self._json(200, {"object": "list", "data": [state.card()]})
+        elif path == "/server_info":  # sglang's answers before warmup too
+            self._json(200, {"model_path": state.config.model_path, "version": SERVER_VERSION})
         elif path.startswith("/v1/videos/"):
             self._get_video(path.removeprefix("/v1/videos/"))
         else:

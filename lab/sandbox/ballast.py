@@ -17,6 +17,7 @@ import argparse
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -28,6 +29,37 @@ TORCH_ENV = "LAB_BALLAST_TORCH"
 
 class CudaError(RuntimeError):
     pass
+
+
+class BallastFailed(RuntimeError):
+    """The ballast exited before holding the memory; the message is its last line."""
+
+
+def launch(keep_gib: float, devices: list[int]) -> subprocess.Popen[str]:
+    """Start the ballast as its own process and return once it holds the memory."""
+    argv = [sys.executable, "-m", "lab.sandbox.ballast", "--keep-gib", str(keep_gib)]
+    argv += ["--devices", ",".join(map(str, devices))]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.startswith(READY):
+            return proc
+    proc.wait()
+    raise BallastFailed(lines[-1] if lines else "no output")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class Driver:

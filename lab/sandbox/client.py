@@ -1,5 +1,6 @@
 """Requests to a server and the checks on what comes back: image, video (submit → poll →
-download), image-conditioned multipart, in the API style of each framework."""
+download), image-conditioned multipart, in the API style of each framework. The HTTP mechanics
+live here; what a request says (its body) is the framework's (lab/frameworks)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from typing import Any
 
 import requests
 
-from lab.config import Case
-from lab.frameworks.base import RequestStyle
+from lab.config import Case, FrameworkConfig
+from lab.frameworks.base import Framework
 from lab.perfdump import parse_dump
 
 POLL_INTERVAL_S = 0.05
-DEFAULT_MAX_TOKENS = 32  # chat cases without max_tokens
 IDENTICAL_PSNR_DB = 100.0  # identical outputs; JSON has no infinity
 
 
@@ -38,13 +38,22 @@ class Output:
     output_tokens: int | None = None  # text: completion tokens the server reported
 
 
+def server_version(base_url: str, path: str | None) -> str | None:
+    """The `version` the server reports at `path`; None when it has no such endpoint or its
+    answer holds none (the version is provenance, never a reason to fail an attempt)."""
+    if path is None:
+        return None
+    try:
+        r = requests.get(base_url.rstrip("/") + path, timeout=(0.5, 5.0))
+        version = r.json().get("version") if r.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) and version else None
+
+
 def sized_prompts(prompt: str, count: int) -> list[str]:
     """`count` different prompts of the same length (servers cache encodings of seen inputs)."""
     return [f"{prompt} #{i:03d}" for i in range(1, count + 1)]
-
-
-def _drop_nulls(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
 
 
 class Client:
@@ -52,43 +61,23 @@ class Client:
         self,
         base_url: str,
         case: Case,
-        style: RequestStyle,
+        framework: Framework,
+        cfg: FrameworkConfig,
         timeout_s: float,
         image_input: bytes | None,
         out_dir: Path,
     ) -> None:
         self.base = base_url.rstrip("/")
         self.case = case
-        self.style = style
+        self.framework = framework
+        self.style = framework.style(cfg)
         self.timeout_s = timeout_s
         self.image_input = image_input
         self.out_dir = out_dir
         self.http = requests.Session()
 
-    # --- the common request body ------------------------------------------------------------
-    def _fields(self, prompt: str) -> dict[str, Any]:
-        c = self.case
-        body: dict[str, Any] = {
-            "model": c.model,
-            "prompt": prompt,
-            "size": f"{c.width}x{c.height}",
-            "n": 1,
-            "seed": c.seed,
-            "num_inference_steps": c.num_inference_steps,
-            "guidance_scale": c.guidance_scale,
-            "negative_prompt": c.negative_prompt,
-        }
-        if c.is_video:
-            body.update(num_frames=c.num_frames, fps=c.fps)
-        else:
-            body["response_format"] = "b64_json"
-        body = _drop_nulls(body)
-        for k, v in (c.sglang_request_extra or {}).items():  # a null deletes the key
-            if v is None:
-                body.pop(k, None)
-            else:
-                body[k] = v
-        return body
+    def _body(self, prompt: str) -> dict[str, Any]:
+        return self.framework.request_body(self.case, prompt, self.image_input)
 
     @property
     def writes_perf_dumps(self) -> bool:
@@ -117,7 +106,7 @@ class Client:
 
     # --- sglang / reference: OpenAI-style endpoints -----------------------------------------
     def _openai_image(self, prompt: str, perf: Path | None) -> Output:
-        body = self._fields(prompt)
+        body = self._body(prompt)
         if perf is not None:
             body["perf_dump_path"] = str(perf)
         if self.case.needs_image_input:
@@ -141,7 +130,7 @@ class Client:
         return Output("image", _b64(b64), "png", 0.0)
 
     def _openai_video(self, prompt: str, perf: Path | None) -> Output:
-        body = self._fields(prompt)
+        body = self._body(prompt)
         if perf is not None:
             body["perf_dump_path"] = str(perf)
         if self.case.needs_image_input:
@@ -179,12 +168,7 @@ class Client:
 
     # --- LLM servers: OpenAI chat completions, greedy --------------------------------------------
     def _chat(self, prompt: str) -> Output:
-        body = {
-            "model": self.case.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": self.case.max_tokens or DEFAULT_MAX_TOKENS,
-            "temperature": 0,
-        }
+        body = self._body(prompt)
         data = _json(
             self.http.post(f"{self.base}/v1/chat/completions", json=body, timeout=self.timeout_s)
         )
@@ -202,29 +186,7 @@ class Client:
     # --- vllm-omni ----------------------------------------------------------------------------
     def _vllm_chat(self, prompt: str) -> Output:
         c = self.case
-        content: Any = prompt
-        if c.needs_image_input and self.image_input:
-            url = "data:image/png;base64," + base64.b64encode(self.image_input).decode()
-            content = [
-                {"type": "text", "text": prompt},
-                {"type": "image_url", "image_url": {"url": url}},
-            ]
-        body = {
-            "model": c.model,
-            "messages": [{"role": "user", "content": content}],
-            **_drop_nulls(
-                {
-                    "height": c.height,
-                    "width": c.width,
-                    "num_inference_steps": c.num_inference_steps,
-                    "guidance_scale": c.guidance_scale,
-                    "seed": c.seed,
-                    "num_frames": c.num_frames,
-                    "fps": c.fps,
-                    "negative_prompt": c.negative_prompt,
-                }
-            ),
-        }
+        body = self._body(prompt)
         data = _json(
             self.http.post(f"{self.base}/v1/chat/completions", json=body, timeout=self.timeout_s)
         )
@@ -245,16 +207,7 @@ class Client:
         c = self.case
         kind = "video" if c.is_video else "image"
         save = self.out_dir / f"lightx2v_{int(time.time() * 1000)}.{'mp4' if c.is_video else 'png'}"
-        body = _drop_nulls(
-            {
-                "prompt": prompt,
-                "seed": c.seed,
-                "negative_prompt": c.negative_prompt,
-                "save_result_path": str(save),
-            }
-        )
-        if c.needs_image_input and self.image_input:
-            body["image_path"] = base64.b64encode(self.image_input).decode()
+        body = {**self._body(prompt), "save_result_path": str(save)}
         task = _json(
             self.http.post(f"{self.base}/v1/tasks/{kind}", json=body, timeout=self.timeout_s)
         )
@@ -367,3 +320,22 @@ def psnr_db(a: bytes, b: bytes) -> float | None:
         return None
     mse = float(np.mean((x - y) ** 2))
     return IDENTICAL_PSNR_DB if mse == 0 else round(10.0 * np.log10(255.0**2 / mse), 2)
+
+
+def synthetic_image(width: int, height: int) -> bytes:
+    """A deterministic PNG for image-conditioned cases when the suite gives no test image."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack(
+        [
+            (x * 255 // max(1, width - 1)),
+            (y * 255 // max(1, height - 1)),
+            ((x + y) * 127 // max(1, width + height - 2)),
+        ],
+        axis=-1,
+    ).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,5 +1,6 @@
 """The server process: its own process group, its output teed line by line into a timestamped log
-and watched for fatal lines, stopped TERM → grace → KILL with nothing of its group left."""
+and watched for fatal lines, stopped TERM → grace → KILL with nothing of its group left; and the
+session around it (telemetry, readiness, guarded requests, GPU release) that `lab case` uses."""
 
 from __future__ import annotations
 
@@ -10,14 +11,44 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
 
 import psutil
+import requests
 
+from lab.contract import FrameworkResult, Outcome, Phase, Telemetry
+from lab.sandbox.client import BadResponse
+from lab.sandbox.result import telling_line
+from lab.sandbox.telemetry import Nvml, Sampler, wait_gpu_released
 from lab.sandbox.watch import FatalMatch, LineClassifier
 
 TAIL_LINES = 80
 _READ_SIZE = 1 << 20
+HEALTH_POLL_S = 0.02  # sglang's runner polls every 2 s; we poll 100x faster
+GUARD_POLL_S = 0.02
+STOP_GRACE_S = 3.0  # sglang waits 30 s before KILL
+GPU_RELEASE_TIMEOUT_S = 60.0
+
+T = TypeVar("T")
+
+
+class AttemptEnded(Exception):
+    """The attempt is over: carries the outcome and the one line that says why."""
+
+    def __init__(self, outcome: Outcome, reason: str, exit_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.outcome, self.reason, self.exit_code = outcome, reason, exit_code
+
+
+class ServerNotStarted(Exception):
+    """The server's command could not be started at all (not found, not executable)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ServerProcess:
@@ -163,3 +194,184 @@ class ServerProcess:
             except psutil.Error:
                 pass
         return alive
+
+
+class ServerSession:
+    """One server (or test command) from start to GPU release, as a context manager:
+
+    enter: the GPU's PIDs before, the process, the telemetry sampler (ServerNotStarted when the
+    command cannot start); exit: stop the group, keep its log tail and telemetry, wait until NVML
+    lists none of its PIDs. `record` writes what the session saw onto a result."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        classifier: LineClassifier,
+        nvml: Nvml,
+        devices: list[str],
+        cwd: str | None = None,
+        echo: bool = False,
+    ) -> None:
+        self._argv, self._log_path, self._env, self._cwd = argv, log_path, env, cwd
+        self._classifier, self._echo = classifier, echo
+        self._nvml, self._devices = nvml, devices
+        self._server: ServerProcess | None = None
+        self._sampler: Sampler | None = None
+        self._gpu_before: set[int] = set()
+        self.stopped_at: float | None = None
+        self.telemetry = Telemetry()
+        self.gpu_free_after_s: float | None = None
+        self.gpu_release_error: str | None = None
+        self.teardown_s = 0.0
+
+    @property
+    def server(self) -> ServerProcess:
+        assert self._server is not None, "the session has not started"
+        return self._server
+
+    def __enter__(self) -> ServerSession:
+        self._gpu_before = self._nvml.all_pids(self._devices)
+        try:
+            self._server = ServerProcess(
+                self._argv,
+                self._log_path,
+                env=self._env,
+                cwd=self._cwd,
+                echo=self._echo,
+                classifier=self._classifier,
+            )
+        except OSError as e:
+            raise ServerNotStarted(e) from None
+        self._sampler = Sampler(self._server.group_pids, self._nvml, self._devices).start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the server and wait for its GPU memory to be freed; a second call does nothing."""
+        if self._server is None or self.stopped_at is not None:
+            return
+        t0 = time.monotonic()
+        self.stopped_at = self._server.stop(STOP_GRACE_S)
+        if self._sampler is not None:
+            self.telemetry = self._sampler.stop()
+        try:
+            self.gpu_free_after_s = wait_gpu_released(
+                self._nvml, self._devices, self._gpu_before, GPU_RELEASE_TIMEOUT_S
+            )
+        except TimeoutError as e:
+            self.gpu_release_error = str(e)
+        self.teardown_s = round(time.monotonic() - t0, 3)
+
+    def record(self, res: FrameworkResult) -> None:
+        """Stop time, fatal line time, log tail, telemetry; a GPU that was not freed makes a
+        passed result an infra_error of the teardown."""
+        server = self.server
+        res.stopped_at = self.stopped_at
+        res.fatal_line_at = server.fatal_at
+        res.log_tail = server.tail_lines()
+        if server.log_error:
+            res.log_tail.append(f"[lab] {server.log_error}")
+        res.telemetry = self.telemetry
+        res.telemetry.gpu_free_after_s = self.gpu_free_after_s
+        if self.gpu_release_error and res.outcome is Outcome.passed:
+            res.outcome, res.phase = Outcome.infra_error, Phase.teardown
+            res.reason = self.gpu_release_error
+
+    # --- watching the server while the attempt waits on it ---------------------------------------
+    def ended(self, phase_what: str) -> AttemptEnded | None:
+        """An OOM/fatal line or an exited server, as the reason the attempt ends; else None."""
+        server = self.server
+        if server.fatal is None and server.poll() is not None:
+            server.flush_log()  # the last lines may hold the OOM text
+        if server.fatal is not None:
+            kind = Outcome.oom if server.fatal.kind == "oom" else Outcome.crashed
+            return AttemptEnded(kind, server.fatal.line)
+        code = server.poll()
+        if code is not None:
+            last = telling_line(server.tail_lines())  # the log tail is kept on the result
+            why = f"server exited with code {code} {phase_what}"
+            return AttemptEnded(Outcome.crashed, f"{why}: {last}" if last else why, code)
+        return None
+
+    def wait_ready(
+        self, base_url: str, health: str, ready: str | None, model: str, timeout_s: float
+    ) -> None:
+        """Health answers 200, then (when `ready`) the model card lists `model`; the server's
+        death or a fatal line ends the wait at once."""
+        deadline = time.monotonic() + timeout_s
+        http = requests.Session()
+        healthy = False
+        while True:
+            ended = self.ended("during startup")
+            if ended:
+                raise ended
+            try:
+                if not healthy:
+                    healthy = http.get(base_url + health, timeout=(0.2, 2.0)).status_code == 200
+                if healthy and (ready is None or _lists_model(http, base_url + ready, model)):
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                what = "ready (model listed)" if healthy else f"healthy ({health} 200)"
+                raise AttemptEnded(Outcome.timeout, f"server not {what} after {timeout_s:g} s")
+            time.sleep(HEALTH_POLL_S)
+
+    def guarded(self, fn: Callable[[], T], timeout_s: float) -> T:
+        """Run a request while watching the server: a fatal line or an exit ends it at once."""
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # handed to the caller's thread below
+                box["error"] = e
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        deadline = time.monotonic() + timeout_s
+        while t.is_alive():
+            t.join(GUARD_POLL_S)
+            ended = self.ended("during a request")
+            if ended:
+                raise ended
+            if time.monotonic() > deadline:
+                raise AttemptEnded(Outcome.timeout, f"request not answered after {timeout_s:g} s")
+        if "error" in box:
+            err = box["error"]
+            ended = self.ended("during a request")
+            if ended:
+                raise ended
+            if isinstance(err, BadResponse):
+                # A server that answers an error carrying the OOM text ran out of memory too.
+                hit = self.server.classifier.classify_line(str(err))
+                if hit is not None and hit.kind == "oom":
+                    raise AttemptEnded(Outcome.oom, str(err))
+                raise AttemptEnded(Outcome.bad_response, str(err))
+            if isinstance(err, TimeoutError | requests.Timeout):
+                raise AttemptEnded(Outcome.timeout, str(err))
+            if isinstance(err, requests.RequestException):
+                raise AttemptEnded(Outcome.bad_response, f"request failed: {err}")
+            raise err
+        value: T = box["value"]
+        return value
+
+
+def _lists_model(http: requests.Session, url: str, model: str) -> bool:
+    r = http.get(url, timeout=(0.2, 2.0))
+    if r.status_code != 200:
+        return False
+    try:
+        cards = r.json().get("data", [])
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and model in (c.get("id"), c.get("root")) for c in cards)

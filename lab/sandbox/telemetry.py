@@ -10,6 +10,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -24,6 +25,7 @@ class Nvml:
 
     def __init__(self) -> None:
         self.ok = False
+        self._nv: Any = None  # the pynvml module, untyped
         try:
             import pynvml
 
@@ -33,12 +35,12 @@ class Nvml:
         except Exception:  # no driver, no library, no GPU: telemetry is simply absent
             self._nv = None
 
-    def _handle(self, uuid: str):
+    def _handle(self, uuid: str) -> Any:
         # By UUID: NVML's indices ignore CUDA_VISIBLE_DEVICES and differ inside containers.
         return self._nv.nvmlDeviceGetHandleByUUID(uuid)
 
     def used_mib(self, uuid: str) -> float:
-        return self._nv.nvmlDeviceGetMemoryInfo(self._handle(uuid)).used / MIB
+        return float(self._nv.nvmlDeviceGetMemoryInfo(self._handle(uuid)).used) / MIB
 
     def processes(self, uuid: str) -> dict[int, float]:
         """PID → MiB of the compute processes on a device."""

@@ -14,6 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
+import lab
+
 ROOT = Path(__file__).resolve().parents[2]
 OOM_TEXTS = [
     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
@@ -100,6 +102,8 @@ def test_pass_measures_and_saves_a_decodable_artifact(tmp_path: Path) -> None:
 
     assert Image.open(fr["artifact"]).size == (64, 64)
     assert "--port" in fr["command"] and "--strict-ports" in fr["command"]
+    # asked at sglang's GET /server_info once the server was ready (#15: provenance)
+    assert fr["server_version"] == f"nightly-lab-refserver {lab.__version__}"
 
 
 def test_real_oom_at_startup_from_the_server_warmup(tmp_path: Path) -> None:

@@ -162,6 +162,23 @@ def test_video_from_an_input_reference_uses_seconds_and_fps(server: RefServer) -
     assert status["num_frames"] == 4
 
 
+def test_video_requests_take_response_format_b64_json_as_sglangs_nightly_sends_it(
+    server: RefServer,
+) -> None:
+    shape = {"num_frames": 3, "size": "64x64", "num_inference_steps": 1}
+    status = make_video(server, response_format="b64_json", **shape)
+    assert status["status"] == "completed", status
+    response = server.post(
+        "/v1/videos",
+        files={"input_reference": ("ref.png", png_file(64, 64), "image/png")},
+        data={"prompt": "it moves", "response_format": "b64_json", "num_frames": "3"},
+    )
+    assert response.status_code == 200, response.text
+    assert wait_video(server, response.json()["id"])["status"] == "completed"
+    refused = server.post("/v1/videos", json={"prompt": "x", "response_format": "url", **shape})
+    assert refused.status_code == 400 and "response_format" in refused.text
+
+
 def test_unknown_video_is_404(server: RefServer) -> None:
     assert server.get("/v1/videos/video_nope").status_code == 404
     assert server.get("/v1/videos/video_nope/content").status_code == 404

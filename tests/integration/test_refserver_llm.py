@@ -10,6 +10,8 @@ import pytest
 from nightly_helpers import ROOT, run_nightly
 from refserver_helpers import RefServer
 
+import lab
+
 BUDGET = ("--device-memory-gib", "0.4")  # the CPU twin of PR #24559's 32 GB card
 PROMPT = [{"role": "user", "content": "Name a colour."}]
 
@@ -85,6 +87,7 @@ def test_reference_llm_case_measures_latency_and_output_tokens_per_second(tmp_pa
     assert (code, case["outcome"]) == (0, "passed"), err
     fr = case["attempts"][0]["frameworks"][0]
     assert fr["framework"] == "reference-llm" and fr["measurement_count"] == 3
+    assert fr["server_version"] == f"nightly-lab-refserver {lab.__version__}"
     assert fr["latency_s"] > 0 and fr["output_tokens_per_s"] > 0
     # 16 tokens a request, so the rate is 16 over a measured latency
     assert min(16 / s for s in fr["latency_samples_s"]) <= fr["output_tokens_per_s"]

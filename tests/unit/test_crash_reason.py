@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.sandbox.case import telling_line
+from lab.sandbox.result import telling_line
 
 SGLANG_TAIL = [
     "[2026-12-02 10:00:01] INFO Loading pipeline LTX2TwoStagePipeline",

@@ -31,8 +31,8 @@ import requests
 from docker.client import DockerClient
 from docker.models.containers import Container
 
-import lab
 from lab.errors import LabError, RuntimeUnavailable
+from lab.frameworks.base import REFERENCE_IMAGE
 from lab.host.runtimes.base import (
     LABEL_RUN,
     LOG_TAIL_LINES,
@@ -52,7 +52,7 @@ from lab.host.runtimes.docker_spec import (
     default_user,
 )
 
-DEFAULT_IMAGE = f"nightly-lab/reference:{lab.__version__}"
+DEFAULT_IMAGE = REFERENCE_IMAGE  # the reference image, as lab/frameworks/base.py declares it
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
