@@ -154,6 +154,7 @@ class FrameworkResult(_Model):
     inner_junit: str | None = None  # test cases: the JUnit file the command wrote
     failed_tests: list[str] = Field(default_factory=list)  # test_failed: from that JUnit
     output_tokens_per_s: float | None = None  # LLM servers: median of the measured requests
+    server_version: str | None = None
 
 
 class AttemptResult(_Model):
