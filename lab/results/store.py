@@ -21,6 +21,7 @@ import lab
 from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.redact import redact_env
+from lab.results import upstream
 from lab.results.model import RunResults
 
 MANIFEST_SCHEMA = "nightly-lab/manifest/v1"
@@ -93,6 +94,21 @@ def as_run_dir(run_dir: RunDir | str | os.PathLike[str]) -> RunDir:
 
 def write_results(run_dir: RunDir | str | os.PathLike[str], results: RunResults) -> Path:
     return write_json_atomic(as_run_dir(run_dir).results, results.to_results_json())
+
+
+def write_dashboard_history(
+    run_dir: RunDir | str | os.PathLike[str], results: RunResults
+) -> Path | None:
+    """A finished nightly that did not share the host (a run regression detection may take as a
+    baseline) also goes to `<out root>/diffusion-comparisons/`, named and shaped as sglang's
+    dashboard reads its history (upstream.HISTORY_DIR): `--history-dir` that folder. Other
+    runs are no baseline there either; None for them."""
+    if results.kind != "nightly" or results.shared_host or results.status != "finished":
+        return None
+    folder = as_run_dir(run_dir).root / upstream.HISTORY_DIR
+    return write_json_atomic(
+        folder / upstream.history_file_name(results), results.to_results_json()
+    )
 
 
 def load_results(run_dir: RunDir | str | os.PathLike[str]) -> RunResults:
