@@ -16,6 +16,8 @@
 #   SGLANG_IMAGE   1: build the sglang image (pulls; fails if it cannot), 0: never, unset: if possible
 #   SGLANG_TAG     the lmsysorg/sglang release to build on (default v + SGLANG_VERSION of
 #                  lab/frameworks/sglang.py, the one place the version is set)
+#   SGLANG_REVISION  the sglang commit that release was built from, if known: the image's
+#                  org.opencontainers.image.revision label (its version label is SGLANG_TAG)
 #   REFERENCE_IMAGE  repository of the reference image (default nightly-lab/reference)
 #   VENV           virtual environment whose pip builds the wheelhouse (default .venv)
 #   TORCH_SPEC     torch for the reference image (default torch==2.13.0, the CPU wheel)
@@ -251,6 +253,7 @@ build_sglang() {
   old_id=$(docker image inspect -f '{{.Id}}' "$SGLANG" 2>/dev/null || true)
   say "$SGLANG: building on $SGLANG_FROM (the pull is many GB the first time)"
   docker_build sglang -f docker/sglang.Dockerfile --build-arg "SGLANG_TAG=$SGLANG_TAG" \
+    --build-arg "SGLANG_REVISION=${SGLANG_REVISION:-}" \
     --build-arg "LAB_VERSION=$VERSION" --build-arg "SOURCE_HASH=$hash" -t "$SGLANG" \
     -t nightly-lab/sglang:latest
   remove_if_dangling "$old_id"

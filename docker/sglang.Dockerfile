@@ -15,8 +15,16 @@ for r in requires('nightly-lab') or [] if 'extra ==' not in r))" > /tmp/lab-deps
     && python3 -m pip install --no-cache-dir -c /tmp/keep.txt -r /tmp/lab-deps.txt \
     && rm -rf /tmp/lab-wheel /tmp/keep.txt /tmp/lab-deps.txt
 ARG SGLANG_TAG
+ARG SGLANG_REVISION=
 ARG LAB_VERSION=unknown
 ARG SOURCE_HASH=unknown
+# The code under test is sglang: the OCI source labels name it (results.json's commit_sha when
+# neither --commit nor CI names one). Both are set so that the base OS's own labels (Ubuntu's
+# org.opencontainers.image.version=22.04) cannot pass for sglang's; revision stays empty unless
+# SGLANG_REVISION is given.
 LABEL nightly-lab.version=$LAB_VERSION \
       nightly-lab.source-hash=$SOURCE_HASH \
-      nightly-lab.sglang-tag=$SGLANG_TAG
+      nightly-lab.sglang-tag=$SGLANG_TAG \
+      org.opencontainers.image.source=https://github.com/sgl-project/sglang \
+      org.opencontainers.image.version=$SGLANG_TAG \
+      org.opencontainers.image.revision=$SGLANG_REVISION

@@ -25,10 +25,10 @@ from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo
 from lab.host.plan import CasePlan, plan_cases
 from lab.host.progress import Progress
-from lab.host.run import RunExecutor, RunOptions
+from lab.host.run import RunExecutor, RunOptions, image_labels
 from lab.results.model import CaseResult, RunResults
 from lab.results.reports import write_reports
-from lab.results.store import RunDir, new_run_id, run_commit_and_source, write_results
+from lab.results.store import RunDir, new_run_id, run_commit_fields, settle_commit, write_results
 from lab.results.triage import peak_per_gpu_gib, sign_failures
 
 CPU_STEP_GIB = 0.01
@@ -114,12 +114,10 @@ class Fitter:
         return new
 
     def finish(self, boundary: float | None, mode: str) -> RunResults:
-        commit_sha, commit_source = run_commit_and_source()
         results = RunResults(
             run_id=self.run_dir.run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
-            commit_sha=commit_sha,
-            commit_source=commit_source,
+            **run_commit_fields(),
             lab_version=__version__,
             config_path=str(self.loaded.path),
             config_sha256=self.loaded.sha256,
@@ -129,6 +127,7 @@ class Fitter:
             runtime=self.runtime.name,
             cases=sorted((p.result for p in self.probes), key=lambda c: c.vram_gib or 0),
         )
+        settle_commit(results, lambda image: image_labels(self.runtime, image))
         sign_failures(results)
         write_reports(self.run_dir, results, None)
         write_results(self.run_dir, results)

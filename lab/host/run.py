@@ -33,7 +33,7 @@ from lab.host.progress import Progress
 from lab.host.runtimes.base import Runtime, SandboxExit, places_work
 from lab.host.scheduler import Cancelled, ResourcePool
 from lab.results.model import CaseResult, RunResults
-from lab.results.store import RunDir, run_commit_and_source, write_results
+from lab.results.store import RunDir, run_commit_fields, settle_commit, write_results
 
 STOP_GRACE_S = 10.0
 
@@ -56,6 +56,16 @@ def cap_malloc_arenas(n: int = 2) -> None:
     its Python heap stays flat. Capping the arenas keeps it flat. No-op off glibc."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)
+
+
+def image_labels(runtime: Runtime, image: str) -> dict[str, str] | None:
+    """An image's labels where the runtime inspects images (docker), else None."""
+    info_of = getattr(runtime, "image_info", None)
+    try:
+        info = info_of(image) if info_of else None
+    except Exception:  # provenance is not worth failing a finished run over
+        return None
+    return dict(info.get("labels") or {}) if info else None
 
 
 @dataclass
@@ -106,12 +116,10 @@ class RunExecutor:
         self._flush_lock = threading.Lock()
         self.layout = RunDir(run_dir)
         self.case_results: dict[str, CaseResult] = {}
-        commit_sha, commit_source = run_commit_and_source(opts.commit)
         self.results = RunResults(
             run_id=run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
-            commit_sha=commit_sha,
-            commit_source=commit_source,
+            **run_commit_fields(opts.commit),
             lab_version=__version__,
             config_path=str(loaded.path),
             config_sha256=loaded.sha256,
@@ -141,6 +149,7 @@ class RunExecutor:
             while t.is_alive():
                 t.join(0.2)
         self.results.status = "interrupted" if self.stopping.is_set() else "finished"
+        settle_commit(self.results, lambda image: image_labels(self.runtime, image))
         self._flush()
         if self.write_error is not None:
             raise self.write_error

@@ -159,7 +159,9 @@ class RunResults(BaseModel):
     run_id: str
     timestamp: str  # ISO 8601, UTC
     commit_sha: str | None = None
-    commit_source: str | None = None  # "--commit", "GITHUB_SHA", … (store.run_commit_and_source)
+    # "--commit", "GITHUB_SHA", "image-label:<image>", "server-version:<framework>" (store.py)
+    commit_source: str | None = None
+    commit_unknown_because: str | None = None  # why commit_sha is null
     lab_version: str = ""
     config_path: str = ""
     config_sha256: str = ""

@@ -19,7 +19,13 @@ from lab.results.junit_xml import render_junit
 from lab.results.model import RunResults
 from lab.results.regression import detect
 from lab.results.report_html import render_html
-from lab.results.store import RunDir, as_run_dir, load_results, write_results
+from lab.results.store import (
+    RunDir,
+    as_run_dir,
+    load_results,
+    write_dashboard_history,
+    write_results,
+)
 from lab.results.summary_md import render_summary
 from lab.results.triage import read_history, status_changes
 
@@ -110,6 +116,7 @@ def record_and_report(
             record_run(db_path, results)
     except LabError as e:
         problem = e
+    write_dashboard_history(rd, results)
     notes = [f"History unavailable: {problem}"] if problem else []
     reports = write_reports(rd, results, db_path, notes)
     if problem is not None:

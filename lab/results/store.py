@@ -9,7 +9,7 @@ import os
 import secrets
 import shlex
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ import lab
 from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.redact import redact_env
+from lab.results import upstream
 from lab.results.model import RunResults
 
 MANIFEST_SCHEMA = "nightly-lab/manifest/v1"
@@ -99,6 +100,21 @@ def write_results(run_dir: RunDir | str | os.PathLike[str], results: RunResults)
     return write_json_atomic(as_run_dir(run_dir).results, results.to_results_json())
 
 
+def write_dashboard_history(
+    run_dir: RunDir | str | os.PathLike[str], results: RunResults
+) -> Path | None:
+    """A finished nightly that did not share the host (a run regression detection may take as a
+    baseline) also goes to `<out root>/diffusion-comparisons/`, named and shaped as sglang's
+    dashboard reads its history (upstream.HISTORY_DIR): `--history-dir` that folder. Other
+    runs are no baseline there either; None for them."""
+    if results.kind != "nightly" or results.shared_host or results.status != "finished":
+        return None
+    folder = as_run_dir(run_dir).root / upstream.HISTORY_DIR
+    return write_json_atomic(
+        folder / upstream.history_file_name(results), results.to_results_json()
+    )
+
+
 def load_results(run_dir: RunDir | str | os.PathLike[str]) -> RunResults:
     """Read `results.json` of a run folder (or the file itself)."""
     path = Path(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
@@ -171,24 +187,76 @@ def lab_commit_and_reason(repo_dir: str | os.PathLike[str] | None = None) -> tup
     return lines[1], ""
 
 
-def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
-    """HEAD of the lab's own checkout, or None (see lab_commit_and_reason)."""
-    return lab_commit_and_reason(repo_dir)[0]
-
-
 COMMIT_ENV = ("LAB_COMMIT_SHA", "GITHUB_SHA")
+# Image labels that name the source of the framework in an image, most exact first. The lab's
+# sglang image sets both (docker/sglang.Dockerfile), so a base image's own (Ubuntu sets
+# org.opencontainers.image.version=22.04) cannot show through.
+SOURCE_LABELS = ("org.opencontainers.image.revision", "org.opencontainers.image.version")
+
+
+def run_commit_fields(explicit: str | None = None) -> dict[str, Any]:
+    """results.json's commit fields when a run starts (settle_commit completes them)."""
+    sha, source = run_commit_and_source(explicit)
+    why = None if sha else "not known yet: image labels and server versions are read at the end"
+    return {"commit_sha": sha, "commit_source": source, "commit_unknown_because": why}
 
 
 def run_commit_and_source(explicit: str | None = None) -> tuple[str | None, str | None]:
-    """The commit a night is of, and where it came from: `--commit`, what CI says it checked
-    out (LAB_COMMIT_SHA, GITHUB_SHA), else the lab checkout's HEAD."""
+    """The commit a night is of, and where it came from, as far as known before it runs:
+    `--commit`, else what CI says it checked out (LAB_COMMIT_SHA, GITHUB_SHA). The lab's own
+    checkout is not the code under test; settle_commit tries the later sources."""
     if explicit and explicit.strip():
         return explicit.strip(), "--commit"
     for name in COMMIT_ENV:
         if os.environ.get(name, "").strip():
             return os.environ[name].strip(), name
-    sha = git_commit()
-    return sha, ("lab checkout HEAD" if sha else None)
+    return None, None
+
+
+def _one_value(found: dict[str, list[str]], what: str) -> tuple[str | None, str]:
+    """The value all holders agree on and its first holder, or None and why not."""
+    if len(found) == 1:
+        value, holders = next(iter(found.items()))
+        return value, holders[0]
+    listed = "; ".join(f"{v} ({', '.join(h)})" for v, h in found.items())
+    return None, f"{what} disagree: {listed}" if found else ""
+
+
+def settle_commit(
+    results: RunResults, image_labels: Callable[[str], Mapping[str, str] | None]
+) -> None:
+    """When the run is over and neither --commit nor CI named the commit: the source label of
+    the cases' framework images (`image_labels(image)`, None where it cannot tell), else the
+    version the frameworks' servers reported; else commit_sha stays null with the reason."""
+    if results.commit_sha:
+        results.commit_unknown_because = None
+        return
+    labelled: dict[str, list[str]] = {}
+    versions: dict[str, list[str]] = {}
+    for case in results.cases:
+        labels = image_labels(case.image) if case.image else None
+        value = next((labels[k] for k in SOURCE_LABELS if labels and labels.get(k)), None)
+        if value and case.image not in labelled.get(value, []):
+            labelled.setdefault(value, []).append(case.image)
+        for fr in case.framework_results():
+            if fr.server_version and fr.framework not in versions.get(fr.server_version, []):
+                versions.setdefault(fr.server_version, []).append(fr.framework)
+    reasons = []
+    for found, source, what, none in (
+        (labelled, "image-label", "the framework images' source labels",
+         f"no framework image has a label {' or '.join(SOURCE_LABELS)}"),
+        (versions, "server-version", "the servers' reported versions",
+         "no server reported its version"),
+    ):  # fmt: skip
+        value, holder_or_why = _one_value(found, what)
+        if value:
+            results.commit_sha, results.commit_source = value, f"{source}:{holder_or_why}"
+            results.commit_unknown_because = None
+            return
+        reasons.append(holder_or_why or none)
+    results.commit_source = None
+    reasons.insert(0, "no --commit, LAB_COMMIT_SHA or GITHUB_SHA")
+    results.commit_unknown_because = "; ".join(reasons)
 
 
 _UNSET: Any = object()

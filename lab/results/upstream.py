@@ -19,12 +19,26 @@ Read at sgl-project/sglang, scripts/ci/utils/diffusion/: generate_diffusion_dash
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lab.contract import FrameworkResult, Outcome
 
 if TYPE_CHECKING:
-    from lab.results.model import CaseResult
+    from lab.results.model import CaseResult, RunResults
+
+# History as sglang keeps it: publish_comparison_results.py (7e7b2dfd…, 3bebcadb…) stores each
+# night's results as diffusion-comparisons/{YYYY-MM-DD}_{run id}.json; generate_diffusion_
+# dashboard.py --history-dir DIR (13cf5569…) reads DIR/*.json, newest first by file name (its 29
+# newest), and keeps those with the current run's methodology and warmup_requests. Lab run ids
+# start with their UTC start time, so names sort by time within a day too.
+HISTORY_DIR = "diffusion-comparisons"
+
+
+def history_file_name(results: RunResults) -> str:
+    day = datetime.fromisoformat(results.timestamp.replace("Z", "+00:00")).astimezone(UTC)
+    return f"{day:%Y-%m-%d}_{results.run_id}.json"
+
 
 SPEAKS_SGLANG = ("reference",)  # lab frameworks that stand in for sglang on upstream's tools
 

@@ -95,9 +95,15 @@ def test_a_lab_nightly_reads_in_sglangs_dashboard_slack_and_perf_dump_dialect(
             ref_case("video", steps=2, task="text-to-video", num_frames=3, fps=4),
         ],
     )
-    code, run, run_dir, err = run_nightly(suite, tmp_path / "runs", "netns")
+    no_ci = {"LAB_COMMIT_SHA": "", "GITHUB_SHA": ""}
+    code, run, run_dir, err = run_nightly(suite, tmp_path / "runs", "netns", env=no_ci)
     assert code == 0, err
     assert list(run)[:5] == list(TOP_KEYS)
+    # no commit named and no image (netns): the lab's own checkout is not taken for sglang's
+    if run.get("commit_sha") is None:
+        assert "no server reported its version" in run["commit_unknown_because"]
+    else:  # a server that reports its version (FrameworkResult.server_version) names it
+        assert run["commit_source"].startswith("server-version:")
     assert all(set(ROW_KEYS) <= set(r) for r in run["results"])
     rows = {r["case_id"]: r for r in run["results"]}
 
@@ -118,3 +124,48 @@ def test_a_lab_nightly_reads_in_sglangs_dashboard_slack_and_perf_dump_dialect(
         want = upstream_summary(dumps)
         assert {k: rows[cid][k] for k in want} == want
     assert slack_failed(run) == []
+
+
+MAX_HISTORY_RUNS = 29  # generate_diffusion_dashboard.py at 13cf5569b24f55fb08ccdcd34738ca2d4050aa6a
+
+
+def dashboard_history(history_dir: Path, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history sglang's dashboard uses (generate_diffusion_dashboard.py at 13cf5569…):
+    `--history-dir`'s *.json, newest first by file name, the 29 newest, unreadable ones skipped;
+    then only runs with the current run's methodology and warmup_requests. The file name is
+    publish_comparison_results.py's (7e7b2dfd…): {YYYY-MM-DD}_{run id}.json."""
+    names = sorted(
+        (p.name for p in history_dir.iterdir() if p.name.endswith(".json")), reverse=True
+    )
+    runs = []
+    for name in names[:MAX_HISTORY_RUNS]:
+        try:
+            runs.append(json.loads((history_dir / name).read_text()))
+        except (OSError, ValueError):
+            continue
+    return [
+        r
+        for r in runs
+        if r.get("methodology") == current.get("methodology")
+        and r.get("warmup_requests") == current.get("warmup_requests")
+    ]
+
+
+def test_each_nightly_lands_in_the_history_folder_sglangs_dashboard_reads(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path, [ref_case("image", steps=2)])
+    out = tmp_path / "runs"
+    nights = []
+    for _ in range(2):
+        code, run, _, err = run_nightly(suite, out, "netns")
+        assert code == 0, err
+        nights.append(run)
+    folder = out / "diffusion-comparisons"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"{r['timestamp'][:10]}_{r['run_id']}.json" for r in nights]  # UTC dates
+    history = dashboard_history(folder, nights[-1])
+    assert [h["run_id"] for h in history] == [nights[1]["run_id"], nights[0]["run_id"]]
+    assert history[::-1] == nights  # each file is that night's results.json, as finished
+    latencies = [h["results"][0]["latency_s"] for h in history]
+    assert all(v and v > 0 for v in latencies) and {
+        h["results"][0]["framework"] for h in history
+    } == {"sglang"}

@@ -45,3 +45,17 @@ def test_reference_rows_export_as_sglang_unless_the_case_runs_sglang_itself() ->
     assert {("both", "sglang"), ("both", "reference")} <= set(rows)
     assert "lab_framework" not in rows[("both", "reference")]
     assert "missing_perf_dumps" not in rows[("both", "sglang")]  # upstream sets it only when > 0
+
+
+def test_only_baseline_worthy_nightlies_enter_the_dashboards_history_folder(tmp_path) -> None:
+    from lab.results.store import RunDir, write_dashboard_history
+
+    night = run(3, [case("a", [framework("sglang", 1.0)])])
+    night.timestamp = "2026-11-03T23:30:00-02:00"  # 01:30 UTC the next day: named by UTC
+    rd = RunDir.create(tmp_path, night.run_id)
+    path = write_dashboard_history(rd, night)
+    assert path == tmp_path / "diffusion-comparisons" / f"2026-11-04_{night.run_id}.json"
+    assert path is not None and path.read_text().startswith('{\n  "timestamp"')
+    for change in ({"kind": "repro"}, {"shared_host": True}, {"status": "interrupted"}):
+        assert write_dashboard_history(rd, night.model_copy(update=change)) is None
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left either

@@ -398,7 +398,7 @@ class DockerRuntime:
             raise _engine_fault(f"creating {HOST_EMPTY_IMAGE}", e) from e
 
     def image_info(self, image: str | None) -> dict[str, object] | None:
-        """ID, tags and RepoDigests of an image (None when it is not here)."""
+        """ID, tags, RepoDigests and labels of an image (None when it is not here)."""
         tag = HOST_EMPTY_IMAGE if image == HOST_IMAGE else (image or DEFAULT_IMAGE)
         try:
             img = self.client.images.get(tag)
@@ -411,6 +411,7 @@ class DockerRuntime:
             "id": img.id,
             "tags": list(img.tags),
             "repo_digests": list(img.attrs.get("RepoDigests") or []),
+            "labels": dict(img.labels or {}),  # the framework's source (store.settle_commit)
         }
 
     def image_id(self, image: str | None) -> str | None:
