@@ -118,8 +118,13 @@ def duration_s(case: CaseResult) -> float:
 
 
 def one_line(text: str, limit: int = 300) -> str:
+    """The text on one line, shortened at a word boundary (where one is near) with an ellipsis."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut) + "…"
 
 
 def fmt_latency(v: float | None) -> str:
