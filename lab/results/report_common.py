@@ -81,12 +81,17 @@ def _phase(phase: Phase | None) -> str:
 
 
 def relative_log(path: str, run_dir: Path | None) -> str:
-    """Log paths relative to the run folder when inside it: they stay valid when it is copied."""
-    if not path or run_dir is None:
+    """Paths (logs, artifacts) relative to the run folder when inside it: they stay valid when it
+    is copied. A folder moved since the run is recognised by its name (the run id)."""
+    if not path or run_dir is None or not Path(path).is_absolute():
         return path
     try:
         return str(Path(path).resolve().relative_to(run_dir.resolve()))
     except ValueError:
+        parts = Path(path).parts
+        if run_dir.name in parts:
+            at = len(parts) - 1 - parts[::-1].index(run_dir.name)
+            return str(Path(*parts[at + 1 :])) if at + 1 < len(parts) else path
         return path
 
 
@@ -110,6 +115,16 @@ def wall_s(results: RunResults) -> float:
     if not attempts:
         return 0.0
     return max(0.0, max(a.finished_at for a in attempts) - min(a.started_at for a in attempts))
+
+
+def fmt_duration(seconds: float) -> str:
+    """`42 s`, `3 min 12 s`, `1 h 02 min`."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def duration_s(case: CaseResult) -> float:

@@ -238,3 +238,23 @@ def test_finishing_a_run_on_a_corrupt_history_keeps_results_and_reports_then_fai
     assert rd.junit.exists() and rd.report.exists()
     assert not db.exists()  # moved aside, and no new history made in the same breath
     assert len(list(tmp_path.glob("history.sqlite.corrupt-*"))) == 1
+
+
+def test_an_interrupted_run_heads_its_stopped_cases_interrupted_not_failures(tmp_path):
+    rd = RunDir.create(tmp_path, "20261106T010000Z-ab06")
+    results = run(
+        6,
+        [case("flux"), case("wan", [], Outcome.interrupted, phase=Phase.measure, reason="SIGTERM")],
+        status="interrupted",
+    )
+    write_reports(rd, results, tmp_path / "history.sqlite")
+    headings = re.findall(r"<h2>([^<]*)</h2>", rd.report.read_text())
+    assert "Interrupted (1)" in headings
+    assert not any(h.startswith("Failures") for h in headings)
+
+
+def test_report_html_lists_a_skipped_case_once_with_its_reason(written):
+    rd, _, _ = written
+    html = rd.report.read_text()
+    assert html.count(">hunyuan<") == 1
+    assert "needs 8 GPUs, this machine has 2" in html
