@@ -28,6 +28,7 @@ from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo, visible_devices  # noqa: F401 - re-export, see below
 from lab.host.ladder import PlannedRung, case_outcome, climb
+from lab.host.neighbours import Neighbours
 from lab.host.plan import (  # noqa: F401 - re-exports, see below
     SGLANG_TAG,
     UNBOUNDED,
@@ -123,6 +124,7 @@ class Nightly:
 
     # --- the whole run ---------------------------------------------------------------------------
     def run(self) -> RunResults:
+        neighbours = Neighbours.register(self.run_id)  # other lab runs sharing this machine
         for p in self.plans:
             self.case_results[p.case.id] = self._pending_result(p)
         self._flush()
@@ -138,6 +140,7 @@ class Nightly:
             while t.is_alive():
                 t.join(0.2)
         self.results.status = "interrupted" if self.stopping.is_set() else "finished"
+        neighbours.finish(self.results)
         self._flush()
         if self.write_error is not None:
             raise self.write_error
