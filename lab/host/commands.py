@@ -238,17 +238,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     loaded = load_suite(config_path(args.config))
     gpus = resolve_gpus(args.gpus)
     plans = plan_cases(loaded, loaded.suite.cases, gpus, None)
-    print(f"{'case':34} {'gpus':>4}  {'frameworks':22} {'aliases':18} here")
-    for p in plans:
-        c = p.case
-        here = "yes" if not p.skip_reason else f"no: {p.skip_reason}"
-        print(
-            f"{c.id:34} {c.num_gpus:>4}  {','.join(c.frameworks):22} "
-            f"{','.join(c.aliases) or '-':18} {here}"
-        )
-        for note in p.notes:
-            if note.startswith("comfyui:"):
-                print(f"{'':40}{note}")
+    from lab.host.case_list import case_list
+
+    print(case_list(plans))
     return 0
 
 
