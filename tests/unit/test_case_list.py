@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lab.cli import main
+from lab.cli import build_parser, main
 
 LONG_ALIAS = "a-very-long-alias-that-users-type-for-this-case"
 
@@ -46,3 +49,21 @@ def test_lab_list_lines_up_long_ids_and_aliases(
     assert [line[gpus_end - 1] for line in lines[1:]] == ["0", "0", "2"]  # right-aligned
     assert lines[2].split()[3] == LONG_ALIAS
     assert lines[3].split()[4] == "no:"
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "lab") -> Iterator[tuple[str, Any]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    missing = [
+        f"{path} {a.option_strings or a.dest}"
+        for path, parser in _parsers(build_parser())
+        for a in parser._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert missing == []
