@@ -38,6 +38,15 @@ img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px sol
 """
 
 
+_ARTIFACT_KINDS = {
+    ".png": "image",
+    ".jpg": "image",
+    ".webp": "image",
+    ".gif": "video",
+    ".mp4": "video",
+}
+
+
 def _badge(outcome: str) -> str:
     color = rc.OUTCOME_COLORS[rc.bucket(outcome)]
     return f'<span class="badge" style="background:{color}">{escape(outcome)}</span>'
@@ -144,8 +153,7 @@ def _files(case: CaseResult, fr: FrameworkResult | None, run_dir: Path | None) -
             if f.log_path:
                 links.append(_link(f.log_path, run_dir, f"log a{a.attempt}"))
             if f.artifact:
-                kind = {".png": "image", ".jpg": "image", ".webp": "image", ".mp4": "video", ".gif": "video"}
-                label = kind.get(Path(f.artifact).suffix.lower(), "artifact")
+                label = _ARTIFACT_KINDS.get(Path(f.artifact).suffix.lower(), "artifact")
                 links.append(_link(f.artifact, run_dir, f"{label} a{a.attempt}"))
     return " · ".join(links) or "-"
 
