@@ -54,11 +54,11 @@ def build_parser(host: bool = True) -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"lab {__version__}")
+    p.add_argument("--version", action="version", version=f"lab {__version__}", help="and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("case", help="sandbox side: run one attempt of one case from its spec")
-    s.add_argument("spec")
+    s.add_argument("spec", help="the attempt's spec.json")
     s.add_argument("-v", "--verbose", action="store_true", help="echo the server's log")
     s.add_argument(
         "--shell", action="store_true", help="an interactive shell with the server command ready"

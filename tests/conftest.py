@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,16 @@ import pytest
 
 import docker
 import lab
+from lab.host.neighbours import REGISTRY_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_runs_registry(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """This session's lab runs register apart from other sessions' and real nightlies': a test's
+    baseline night must not count as shared because someone else ran a nightly meanwhile."""
+    os.environ[REGISTRY_ENV] = str(tmp_path_factory.mktemp("runs-registry"))
 
 
 @pytest.fixture(scope="session")

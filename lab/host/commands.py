@@ -37,12 +37,12 @@ def positive_float(text: str) -> float:
 
 def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("validate", help="check suite files; exit 2 naming file, case and field")
-    s.add_argument("configs", nargs="+")
+    s.add_argument("configs", nargs="+", help="suite files to check")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("list", help="cases, GPUs needed, frameworks, aliases, runnable here")
-    s.add_argument("--config", default=DEFAULT_CONFIG)
-    s.add_argument("--gpus", default=None)
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="suite file (default: the shipped one)")
+    s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
     s.set_defaults(func=cmd_list)
 
     for name, helptext in (
@@ -64,8 +64,8 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
                 help="open a shell in the case's sandbox, with the server command ready",
             )
         else:
-            s.add_argument("--case", action="append", dest="cases", metavar="ID")
-            s.add_argument("--dry-run", action="store_true")
+            s.add_argument("--case", action="append", dest="cases", metavar="ID", help="only it")
+            s.add_argument("--dry-run", action="store_true", help="print commands, start nothing")
             s.add_argument(
                 "--fail-on-degraded",
                 action="store_true",
@@ -90,23 +90,23 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
                 help="only failures neither known (known_failures.json) nor failing since an "
                 "earlier night fail the run",
             )
-        s.add_argument("--config", default=None)
-        s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
+        s.add_argument("--config", default=None, help="suite file (default configs/nightly.json)")
+        s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None, help="the sandbox")
         s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
         s.add_argument("--out", default="runs", help="root of run directories")
-        s.add_argument("-v", "--verbose", action="store_true")
+        s.add_argument("-v", "--verbose", action="store_true", help="follow the servers' logs")
         s.set_defaults(func=cmd_nightly if name == "nightly" else cmd_repro)
 
     s = sub.add_parser("replay", help="re-run exactly what a run's manifest.json recorded")
-    s.add_argument("manifest")
-    s.add_argument("--case", action="append", dest="cases", metavar="ID")
-    s.add_argument("--out", default="runs")
-    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
+    s.add_argument("manifest", help="a run's manifest.json")
+    s.add_argument("--case", action="append", dest="cases", metavar="ID", help="only it")
+    s.add_argument("--out", default="runs", help="root of run directories")
+    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None, help="the sandbox")
     s.add_argument("-v", "--verbose", action="store_true", help="follow the servers' logs")
     s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("report", help="regenerate summary.md, junit.xml, report.html of a run")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="a run directory (runs/<run id>)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("history", help="trend of a case over past runs")
@@ -119,7 +119,7 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "compat", help="diff an upstream checkout's nightly --dry-run with the lab's"
     )
-    s.add_argument("framework", choices=["sglang"])
+    s.add_argument("framework", choices=["sglang"], help="whose nightly to compare")
     s.add_argument("--upstream", required=True, metavar="PATH", help="an sglang checkout")
     s.add_argument("--config", default=None, help="default: the checkout's comparison_configs.json")
     s.set_defaults(func=_cmd_compat)
@@ -130,24 +130,24 @@ def add_host_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lo", type=float, default=None, help="bisect from (GiB; default --step)")
     s.add_argument("--hi", type=float, default=None, help="bisect to (GiB; default the card)")
     s.add_argument("--step", type=float, default=None, help="resolution (1 GiB; CPU 0.01)")
-    s.add_argument("--config", default=None)
-    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
+    s.add_argument("--config", default=None, help="suite file (default configs/nightly.json)")
+    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None, help="the sandbox")
     s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
     s.add_argument("--out", default="runs", help="root of run directories")
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("clean", help="remove every sandbox a lab run left behind")
-    s.add_argument("--out", default="runs")
+    s.add_argument("--out", default="runs", help="root of run directories")
     s.set_defaults(func=cmd_clean)
 
     s = sub.add_parser(
         "selftest", help="a suite's quick cases (suite: selftest): is this node sane?"
     )
-    s.add_argument("--config", default=REFERENCE_CONFIG)
-    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None)
-    s.add_argument("-v", "--verbose", action="store_true")
-    s.add_argument("--gpus", default=None)
-    s.add_argument("--out", default="runs")
+    s.add_argument("--config", default=REFERENCE_CONFIG, help="suite file (its selftest cases)")
+    s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None, help="the sandbox")
+    s.add_argument("-v", "--verbose", action="store_true", help="follow the servers' logs")
+    s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
+    s.add_argument("--out", default="runs", help="root of run directories")
     s.set_defaults(func=cmd_selftest)
 
     from lab.host.render_k8s import add_render_commands  # kubernetes itself is imported on use
@@ -172,17 +172,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     loaded = load_suite(config_path(args.config))
     gpus = resolve_gpus(args.gpus)
     plans = plan_cases(loaded, loaded.suite.cases, gpus, None)
-    print(f"{'case':34} {'gpus':>4}  {'frameworks':22} {'aliases':18} here")
-    for p in plans:
-        c = p.case
-        here = "yes" if not p.skip_reason else f"no: {p.skip_reason}"
-        print(
-            f"{c.id:34} {c.num_gpus:>4}  {','.join(c.frameworks):22} "
-            f"{','.join(c.aliases) or '-':18} {here}"
-        )
-        for note in p.notes:
-            if note.startswith("comfyui:"):
-                print(f"{'':40}{note}")
+    from lab.host.case_list import case_list
+
+    print(case_list(plans))
     return 0
 
 

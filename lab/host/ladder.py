@@ -17,6 +17,7 @@ from lab.config import Case, LoadedSuite, Rung
 from lab.contract import AttemptResult, Outcome
 from lab.frameworks import get_framework
 from lab.frameworks.args import has_flag
+from lab.results.report_common import one_line
 
 log = logging.getLogger("lab.ladder")
 
@@ -100,7 +101,8 @@ def climb(
     def before_sleep(state: RetryCallState) -> None:
         last = attempts[-1]
         nxt = plan.rungs[min(state.attempt_number, len(plan.rungs) - 1)].name
-        msg = f"{last.case_id}: {last.rung} ended oom ({last.reason[:120]}); next rung: {nxt}"
+        why = one_line(last.reason, 120)
+        msg = f"{last.case_id}: {last.rung} ended oom ({why}); next rung: {nxt}"
         log.info(msg)
         if on_retry:
             on_retry(msg)
@@ -122,7 +124,8 @@ def climb(
                     attempts.append(result)
                     if on_retry:
                         on_retry(
-                            f"{result.case_id}: infra_error ({result.reason[:120]}); retrying once"
+                            f"{result.case_id}: infra_error ({one_line(result.reason, 120)}); "
+                            "retrying once"
                         )
                     result = run_rung(rung, len(attempts) + 1)
                 while result.outcome in CONFIRMED and confirms_left > 0:
@@ -130,7 +133,7 @@ def climb(
                     attempts.append(result)
                     if on_retry:
                         on_retry(
-                            f"{result.case_id}: {result.outcome} ({result.reason[:120]}); "
+                            f"{result.case_id}: {result.outcome} ({one_line(result.reason, 120)}); "
                             "re-running the identical attempt to confirm"
                         )
                     result = run_rung(rung, len(attempts) + 1)

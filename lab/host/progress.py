@@ -7,11 +7,17 @@ import threading
 import time
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from lab.results.model import CaseResult
+from lab.results.report_common import one_line
+
+# A long OOM line is shortened (at a word, with an ellipsis) to what a few wrapped lines hold.
+REASON_CHARS = 160
 
 STYLE = {
     "passed": "green",
@@ -24,6 +30,11 @@ STYLE = {
 
 def outcome_style(outcome: str) -> str:
     return STYLE.get(outcome, "red")
+
+
+def _seconds(since: float) -> str:
+    # Clamped: a row drawn in the same instant it started must not read "-0s".
+    return f"{max(0.0, time.time() - since):.0f}s"
 
 
 class Progress:
@@ -52,15 +63,20 @@ class Progress:
             self._live = None
 
     def _table(self) -> Table:
-        t = Table(title="nightly", expand=False)
-        for col in ("case", "framework", "attempt", "rung", "elapsed", "outcome"):
-            t.add_column(col)
+        # No vertical rules: at 80 columns the reason keeps room to wrap at word boundaries.
+        t = Table(title="nightly", box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+        t.add_column("case", no_wrap=True)
+        t.add_column("framework", overflow="ellipsis", max_width=12)
+        t.add_column("#", no_wrap=True)
+        t.add_column("rung", overflow="ellipsis", max_width=12)
+        for col in ("time", "outcome"):
+            t.add_column(col, no_wrap=True)
+        # Wide enough for the first word of an OOM line ("torch.OutOfMemoryError:").
+        t.add_column("reason", overflow="fold", ratio=1, min_width=24)
         with self._lock:
             for cid, row in self._rows.items():
-                elapsed = (
-                    row.get("elapsed")
-                    or f"{time.time() - self._started.get(cid, time.time()):.0f}s"
-                )
+                started = self._started.get(cid)
+                elapsed = row.get("elapsed") or (_seconds(started) if started else "-")
                 st = outcome_style(row["outcome"])
                 t.add_row(
                     cid,
@@ -69,6 +85,7 @@ class Progress:
                     row["rung"],
                     elapsed,
                     f"[{st}]{row['outcome']}[/]",
+                    Text(row.get("reason", "")),
                 )
         return t
 
@@ -96,12 +113,13 @@ class Progress:
             row = self._rows.setdefault(r.case_id, {})
             row.update(
                 framework=",".join(r.frameworks),
-                attempt=str(len(r.attempts)),
+                attempt=str(len(r.attempts)) if r.attempts else "-",
                 rung=r.degraded_rung or (r.attempts[-1].rung if r.attempts else "-"),
                 outcome=o,
+                reason=one_line(r.reason, REASON_CHARS) if o != "passed" else "",
             )
             if r.case_id in self._started:
-                row["elapsed"] = f"{time.time() - self._started[r.case_id]:.0f}s"
+                row["elapsed"] = _seconds(self._started[r.case_id])
         detail = f" — {r.reason}" if r.reason and o != "passed" else ""
         self._print(f"[{outcome_style(o)}]{o}[/] {r.case_id}{detail}")
 

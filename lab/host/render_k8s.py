@@ -79,11 +79,18 @@ def add_render_commands(sub: argparse._SubParsersAction) -> None:
         "folder, and a batch/v1 Job) for `kubectl apply -f`. Needs no cluster.",
     )
     k.add_argument("--config", default=None, help="suite file (default configs/nightly.json)")
-    k.add_argument("--case", action="append", dest="cases", metavar="ID")
+    k.add_argument("--case", action="append", dest="cases", metavar="ID", help="only it")
     k.add_argument("--out", default=None, help="folder for the files (default runs/k8s-<run id>)")
     k.add_argument("--namespace", default=None, help="default: kubectl's current namespace")
-    k.add_argument("--results-pvc", default=DEFAULT_RESULTS_PVC, metavar="NAME")
-    k.add_argument("--model-cache-pvc", default=DEFAULT_MODEL_CACHE_PVC, metavar="NAME")
+    k.add_argument(
+        "--results-pvc", default=DEFAULT_RESULTS_PVC, metavar="NAME", help="claim mounted at /runs"
+    )
+    k.add_argument(
+        "--model-cache-pvc",
+        default=DEFAULT_MODEL_CACHE_PVC,
+        metavar="NAME",
+        help="claim mounted read-only at the suite's model_cache",
+    )
     k.add_argument(
         "--env-from",
         default=DEFAULT_ENV_FROM,

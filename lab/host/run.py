@@ -28,6 +28,7 @@ from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo
 from lab.host.ladder import PlannedRung, case_outcome, climb
+from lab.host.neighbours import Neighbours
 from lab.host.plan import CasePlan, RunContext, attempt_bound_s, attempt_request
 from lab.host.progress import Progress
 from lab.host.runtimes.base import Runtime, SandboxExit, places_work
@@ -134,6 +135,7 @@ class RunExecutor:
 
     # --- the whole run ---------------------------------------------------------------------------
     def run(self) -> RunResults:
+        neighbours = Neighbours.register(self.run_id)  # other lab runs sharing this machine
         for p in self.plans:
             self.case_results[p.case.id] = self._pending_result(p)
         self._flush()
@@ -150,6 +152,7 @@ class RunExecutor:
                 t.join(0.2)
         self.results.status = "interrupted" if self.stopping.is_set() else "finished"
         settle_commit(self.results, lambda image: image_labels(self.runtime, image))
+        neighbours.finish(self.results)
         self._flush()
         if self.write_error is not None:
             raise self.write_error

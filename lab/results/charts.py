@@ -118,7 +118,7 @@ def latency_history(
         ax.set_xlim(-0.5, max(len(runs) - 0.5, 0.5))
         ax.set_xticks(
             range(len(runs)),
-            labels=[_short_date(ts)[:5] for _, ts in runs],
+            labels=[_short_date(ts) for _, ts in runs],  # the time too: two runs a day
             fontsize=6,
             rotation=60,
         )

@@ -173,6 +173,8 @@ class RunResults(BaseModel):
     status: str = "finished"  # "finished" | "interrupted"
     kind: str = "nightly"  # nightly | repro | selftest | replay: only nightlies are baselines
     shared_host: bool = False  # another lab run was live on this host at the same time
+    shared_with: list[str] = Field(default_factory=list)  # those runs' ids (lab/host/neighbours)
+    host: str = ""  # the machine's hostname
     fail_on: list[str] = Field(default_factory=list)  # outcomes that fail this run (--fail-on-*)
     cases: list[CaseResult] = Field(default_factory=list)
 

@@ -81,12 +81,17 @@ def _phase(phase: Phase | None) -> str:
 
 
 def relative_log(path: str, run_dir: Path | None) -> str:
-    """Log paths relative to the run folder when inside it: they stay valid when it is copied."""
-    if not path or run_dir is None:
+    """Paths (logs, artifacts) relative to the run folder when inside it: they stay valid when it
+    is copied. A folder moved since the run is recognised by its name (the run id)."""
+    if not path or run_dir is None or not Path(path).is_absolute():
         return path
     try:
         return str(Path(path).resolve().relative_to(run_dir.resolve()))
     except ValueError:
+        parts = Path(path).parts
+        if run_dir.name in parts:
+            at = len(parts) - 1 - parts[::-1].index(run_dir.name)
+            return str(Path(*parts[at + 1 :])) if at + 1 < len(parts) else path
         return path
 
 
@@ -112,14 +117,29 @@ def wall_s(results: RunResults) -> float:
     return max(0.0, max(a.finished_at for a in attempts) - min(a.started_at for a in attempts))
 
 
+def fmt_duration(seconds: float) -> str:
+    """`42 s`, `3 min 12 s`, `1 h 02 min`."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def duration_s(case: CaseResult) -> float:
     """Wall time of all the case's attempts (what CI shows as the test's time)."""
     return sum(max(0.0, a.finished_at - a.started_at) for a in case.attempts)
 
 
 def one_line(text: str, limit: int = 300) -> str:
+    """The text on one line, shortened at a word boundary (where one is near) with an ellipsis."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut) + "…"
 
 
 def fmt_latency(v: float | None) -> str:

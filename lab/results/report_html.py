@@ -7,7 +7,9 @@ import base64
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
+from lab.contract import FrameworkResult
 from lab.results import charts
 from lab.results import report_common as rc
 from lab.results.history import HistoryRow, framework_outcome
@@ -34,6 +36,15 @@ img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px sol
 .fit.tight { color: #f57f17; font-weight: 600; }
 .regressed { color: #c62828; font-weight: 600; } .improved { color: #2e7d32; font-weight: 600; }
 """
+
+
+_ARTIFACT_KINDS = {
+    ".png": "image",
+    ".jpg": "image",
+    ".webp": "image",
+    ".gif": "video",
+    ".mp4": "video",
+}
 
 
 def _badge(outcome: str) -> str:
@@ -88,6 +99,90 @@ def _img(png: bytes | None, alt: str, missing: str) -> str:
     return f'<img class="chart" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _run_facts(results: RunResults) -> str:
+    """What ran where and when: the header a reader checks before trusting any number."""
+    e = escape
+    commit = results.commit_sha[:12] if results.commit_sha else "unknown"
+    if results.commit_source:
+        commit += f" (from {results.commit_source})"
+    wall = rc.wall_s(results)
+    if results.shared_host:
+        others = ", ".join(results.shared_with) or "another lab run"
+        shared = f"yes: {others} ran on this host at the same time (not a baseline)"
+    else:
+        shared = "no"
+    facts = [
+        ("started", results.timestamp),
+        ("duration", rc.fmt_duration(wall) + " (first attempt's start to last one's end)"),
+        ("commit", commit),
+        ("host", results.host or "-"),
+        ("runtime", results.runtime or "-"),
+        ("GPU", results.gpu_model or "none"),
+        ("host shared", shared),
+        ("kind", results.kind),
+        (
+            "method",
+            f"{results.methodology}: {results.warmup_requests} warmup, "
+            f"{results.measurement_repeats} measured",
+        ),
+    ]
+    rows = "".join(
+        f'<tr class="fact" data-fact="{e(k)}"><th>{e(k)}</th><td>{e(v)}</td></tr>' for k, v in facts
+    )
+    return f'<table class="run-facts meta">{rows}</table>'
+
+
+def _link(path: str, run_dir: Path | None, label: str) -> str:
+    """A relative link when the file is inside the run folder (it survives a move or an
+    archive), else the path as text."""
+    rel = rc.relative_log(path, run_dir)
+    if Path(rel).is_absolute():
+        return f'<code title="{escape(rel)}">{escape(label)}</code>'
+    return f'<a class="file" href="{escape(quote(rel))}">{escape(label)}</a>'
+
+
+def _files(case: CaseResult, fr: FrameworkResult | None, run_dir: Path | None) -> str:
+    """This framework's log of every attempt, and what it generated (image, video)."""
+    if fr is None:
+        return "-"
+    links = []
+    for a in case.attempts:
+        for f in a.frameworks:
+            if f.framework != fr.framework:
+                continue
+            if f.log_path:
+                links.append(_link(f.log_path, run_dir, f"log a{a.attempt}"))
+            if f.artifact:
+                label = _ARTIFACT_KINDS.get(Path(f.artifact).suffix.lower(), "artifact")
+                links.append(_link(f.artifact, run_dir, f"{label} a{a.attempt}"))
+    return " · ".join(links) or "-"
+
+
+def _failure_table(cases: Sequence[CaseResult], run_dir: Path | None) -> str:
+    e = escape
+    rows = []
+    for case in cases:
+        for f in rc.failure_rows(case, run_dir):
+            tail = (
+                f"<details><summary>last {len(f.log_tail)} lines</summary>"
+                f"<pre>{e(chr(10).join(f.log_tail))}</pre></details>"
+                if f.log_tail
+                else ""
+            )
+            rows.append(
+                (
+                    e(f.case_id),
+                    _status(case),
+                    e(f.framework),
+                    _badge(f.outcome),
+                    e(f.phase),
+                    f"<code>{e(rc.one_line(f.reason, 500))}</code>{tail}",
+                    _link(f.log_path, run_dir, f.log_path) if f.log_path else "-",
+                )
+            )
+    return _table(("Case", "Status", "Framework", "Outcome", "Phase", "Reason", "Log"), rows, True)
+
+
 def render_html(
     results: RunResults,
     history: Sequence[HistoryRow],
@@ -101,15 +196,7 @@ def render_html(
         f"<title>Nightly Lab {e(results.run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Nightly Lab run {e(results.run_id)}</h1>",
     ]
-    meta = [
-        results.timestamp,
-        f"commit {results.commit_sha[:12]}" if results.commit_sha else "",
-        f"GPU {results.gpu_model}" if results.gpu_model else "",
-        f"runtime {results.runtime}" if results.runtime else "",
-        f"{results.methodology}: {results.warmup_requests} warmup, "
-        f"{results.measurement_repeats} measured",
-    ]
-    parts.append(f'<p class="meta">{e(" · ".join(m for m in meta if m))}</p>')
+    parts.append(_run_facts(results))
     if results.status == "interrupted":
         parts.append(
             '<p class="banner"><b>Interrupted</b>: the run was stopped before every case '
@@ -126,35 +213,16 @@ def render_html(
         + "</p>"
     )
 
-    bad = by_status(
-        [case for case in results.cases if rc.bucket(case.outcome) in ("failed", "interrupted")]
-    )
-    if bad:
-        rows = []
-        for case in bad:
-            for f in rc.failure_rows(case, run_dir):
-                tail = (
-                    f"<details><summary>last {len(f.log_tail)} lines</summary>"
-                    f"<pre>{e(chr(10).join(f.log_tail))}</pre></details>"
-                    if f.log_tail
-                    else ""
-                )
-                rows.append(
-                    (
-                        e(f.case_id),
-                        _status(case),
-                        e(f.framework),
-                        _badge(f.outcome),
-                        e(f.phase),
-                        f"<code>{e(rc.one_line(f.reason, 500))}</code>{tail}",
-                        f"<code>{e(f.log_path)}</code>" if f.log_path else "-",
-                    )
-                )
-        parts.append(f"<h2>Failures ({len(bad)})</h2>")
-        parts.append(
-            _table(("Case", "Status", "Framework", "Outcome", "Phase", "Reason", "Log"), rows, True)
-        )
+    failed = by_status(rc.cases_in(results, "failed"))
+    if failed:
+        parts.append(f"<h2>Failures ({len(failed)})</h2>")
+        parts.append(_failure_table(failed, run_dir))
         parts.append(_signature_groups(results))
+    # Stopped by Ctrl-C / SIGTERM, not failed: their own heading.
+    stopped = rc.cases_in(results, "interrupted")
+    if stopped:
+        parts.append(f"<h2>Interrupted ({len(stopped)})</h2>")
+        parts.append(_failure_table(stopped, run_dir))
 
     degraded = rc.cases_in(results, "degraded")
     if degraded:
@@ -220,9 +288,10 @@ def render_html(
         )
     )
 
-    parts.append(f"<h2>All cases ({len(results.cases)})</h2>")
+    ran = [cs for cs in results.cases if rc.bucket(cs.outcome) != "skipped"]
+    parts.append(f"<h2>Cases run ({len(ran)})</h2>")
     rows = []
-    for cs in by_status(results.cases):
+    for cs in by_status(ran):  # skipped cases are listed once, under Skipped
         frs = cs.framework_results() or [None]
         for fr in frs:
             reg = next((f for f in cs.regressions if fr and f.framework == fr.framework), None)
@@ -244,6 +313,7 @@ def render_html(
                     e(rc.fmt_speedup(fr.speedup_vs_baseline if fr else None)),
                     reg_cell,
                     e(f"{rc.duration_s(cs):.0f} s / {len(cs.attempts)}"),
+                    _files(cs, fr, run_dir),
                 )
             )
     parts.append(
@@ -262,6 +332,7 @@ def render_html(
                 "Speedup",
                 "History",
                 "Time / attempts",
+                "Logs and artifacts",
             ),
             rows,
             True,

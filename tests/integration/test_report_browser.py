@@ -135,7 +135,53 @@ def report(tmp_path_factory) -> Path:
     for n in range(1, 6):
         record_run(db, _night(n))
     tonight = _night(6)
-    return record_and_report(RunDir.create(root, tonight.run_id), tonight, db).html
+    run_dir = RunDir.create(root, tonight.run_id)
+    # Where a real run keeps them: one log per framework and attempt, the generated image in
+    # the attempt's folder; absolute paths, as results.json records them.
+    for cs in tonight.cases:
+        for a in cs.attempts:
+            for fr in a.frameworks:
+                log = run_dir.logs / f"{cs.case_id}__{fr.framework}__a{a.attempt}.log"
+                log.write_text("server log\n")
+                fr.log_path = str(log)
+                if fr.outcome is Outcome.passed:
+                    art = run_dir.path / "attempts" / f"{cs.case_id}__a{a.attempt}" / "artifacts"
+                    art.mkdir(parents=True, exist_ok=True)
+                    (art / f"{cs.case_id}__{fr.framework}.png").write_bytes(b"png")
+                    fr.artifact = str(art / f"{cs.case_id}__{fr.framework}.png")
+    tonight.commit_sha, tonight.commit_source = "0123456789abcdef0123", "GITHUB_SHA"
+    tonight.host, tonight.shared_host = "gpu-node-7", True
+    tonight.shared_with = ["20261106T005500Z-cd01"]
+    return record_and_report(run_dir, tonight, db).html
+
+
+def test_report_links_every_cases_logs_and_images_relative_to_its_folder(report, tmp_path):
+    # Moved, as an archived run folder is: the links must still resolve.
+    moved = tmp_path / "archive" / report.parent.name
+    shutil.copytree(report.parent, moved)
+    dom = _chromium("--dump-dom", (moved / report.name).as_uri(), profile=tmp_path / "p").stdout
+    hrefs = re.findall(r'<a class="file" href="([^"]+)">([^<]+)</a>', dom)
+    for href, _ in hrefs:
+        assert not href.startswith(("/", "file:")), href
+        assert (moved / href).is_file(), f"{href} does not resolve inside the moved folder"
+    labels = {label for _, label in hrefs}
+    assert {"log a1", "image a1"} <= labels
+    for cid in CASES:  # passing cases too
+        assert any(href.startswith(f"logs/{cid}__") for href, _ in hrefs), cid
+    assert sum(label == "image a1" for _, label in hrefs) >= len(CASES) - 1
+
+
+def test_report_header_says_commit_host_runtime_duration_and_sharing(report, tmp_path):
+    dom = _chromium("--dump-dom", report.as_uri(), profile=tmp_path / "profile").stdout
+    facts = dict(
+        re.findall(r'<tr class="fact" data-fact="([^"]+)"><th>[^<]*</th><td>([^<]*)</td>', dom)
+    )
+    assert facts["commit"] == "0123456789ab (from GITHUB_SHA)"
+    assert facts["host"] == "gpu-node-7"
+    assert facts["runtime"] == "docker"
+    assert facts["duration"].startswith("1 min 30 s")
+    assert "20261106T005500Z-cd01" in facts["host shared"]
+    assert facts["started"] == "2026-11-06T01:00:00Z"
 
 
 def test_report_dom_holds_the_four_charts_inline(report, tmp_path):

@@ -109,3 +109,21 @@ def test_infra_error_is_retried_once_on_the_same_rung() -> None:
         ("a", Outcome.passed),
     ]
     assert case_outcome(attempts) == (Outcome.passed, None)
+
+
+def test_the_retry_note_shortens_a_long_oom_line_at_a_word() -> None:
+    oom = (
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 323.00 MiB. GPU 0 has a "
+        "total capacity of 368.64 MiB of which 12.00 MiB is free. Including non-PyTorch memory"
+    )
+    notes: list[str] = []
+
+    def run(rung: PlannedRung, n: int) -> AttemptResult:
+        r = _result(rung.name, n, Outcome.oom if n == 1 else Outcome.passed)
+        return r.model_copy(update={"reason": oom}) if n == 1 else r
+
+    climb(_plan("as-configured", "low-vram"), run, on_retry=notes.append)
+    (note,) = notes
+    shown = note.split("ended oom (", 1)[1].rsplit("); next rung", 1)[0]
+    assert shown.endswith("…") and oom.startswith(shown.removesuffix("…"))
+    assert oom[len(shown) - 1] == " "  # cut between words

@@ -13,7 +13,8 @@ from test_results_support import case, framework, night, run
 
 from lab.contract import Outcome, Phase
 from lab.errors import LabError
-from lab.results.history import record_run
+from lab.results import charts
+from lab.results.history import record_run, rows_for_run
 from lab.results.reports import record_and_report, regenerate, write_reports
 from lab.results.store import RunDir, load_results, write_results
 
@@ -238,3 +239,37 @@ def test_finishing_a_run_on_a_corrupt_history_keeps_results_and_reports_then_fai
     assert rd.junit.exists() and rd.report.exists()
     assert not db.exists()  # moved aside, and no new history made in the same breath
     assert len(list(tmp_path.glob("history.sqlite.corrupt-*"))) == 1
+
+
+def test_an_interrupted_run_heads_its_stopped_cases_interrupted_not_failures(tmp_path):
+    rd = RunDir.create(tmp_path, "20261106T010000Z-ab06")
+    results = run(
+        6,
+        [case("flux"), case("wan", [], Outcome.interrupted, phase=Phase.measure, reason="SIGTERM")],
+        status="interrupted",
+    )
+    write_reports(rd, results, tmp_path / "history.sqlite")
+    headings = re.findall(r"<h2>([^<]*)</h2>", rd.report.read_text())
+    assert "Interrupted (1)" in headings
+    assert not any(h.startswith("Failures") for h in headings)
+
+
+def test_report_html_lists_a_skipped_case_once_with_its_reason(written):
+    rd, _, _ = written
+    html = rd.report.read_text()
+    assert html.count(">hunyuan<") == 1
+    assert "needs 8 GPUs, this machine has 2" in html
+
+
+def test_latency_chart_dates_carry_the_time(monkeypatch: pytest.MonkeyPatch):
+    """Two runs on one day must not read as the same night on the chart's axis."""
+    morning, evening = night(2, {"flux": 1.0}), night(3, {"flux": 1.1})
+    morning.timestamp, evening.timestamp = "2026-12-02T01:00:00Z", "2026-12-02T13:30:00Z"
+    drawn: list = []
+    real_png = charts._png
+    monkeypatch.setattr(charts, "_png", lambda fig: drawn.append(fig) or real_png(fig))
+    rows = rows_for_run(morning) + rows_for_run(evening)
+    assert charts.latency_history(rows, ["flux"], evening.run_id) is not None
+    (fig,) = drawn
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["12-02 01:00", "12-02 13:30"]
