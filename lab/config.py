@@ -2,7 +2,10 @@
 
 A suite file is a superset of sglang's `comparison_configs.json`: that file loads unchanged, and
 the lab's own keys are optional. Keys starting with `_` are comments. Unknown keys are rejected
-(they are usually typos), and every error names the file, the case id and the field."""
+(they are usually typos), and every error names the file, the case id and the field.
+
+Over 450 lines because one schema is one file: the suite, case, ladder and sandbox fields and
+their cross-field checks read top to bottom as the config reference."""
 
 from __future__ import annotations
 

@@ -4,7 +4,10 @@ A database SQLite cannot read as one (random bytes, a malformed page) is never r
 repaired in place: it is renamed to `history.sqlite.corrupt-<UTC time>` (with its journal files)
 and a LabError names both paths. Every run's results.json is untouched, so `rebuild_history`
 can make a new history from them. A file that cannot be opened (permissions, a folder) is left
-where it is."""
+where it is.
+
+Over 450 lines because the schema, its migrations and every query on it belong together: a
+column added here is read back in the same file."""
 
 from __future__ import annotations
 

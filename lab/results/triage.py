@@ -2,7 +2,11 @@
 
 `status_changes` sets `status_change` and `failing_since` on every case from the comparable
 earlier nights of `runs/history.sqlite` (comparable as regression detection defines it). Call it
-before `record_run` stores this run."""
+before `record_run` stores this run.
+
+Just over 450 lines of small parts (status changes, failure signatures, known failures, flake
+rates, fleet fit) that all answer "what should a reader do about this failure"; the next addition
+should move signatures and known failures to a module of their own."""
 
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ Finding a run's jobs again: the job name is the sandbox name (`lab-<run>-<case>-
 comment holds `nightly-lab;run=…;case=…;attempt=…;host=<hostname:pid:start>`. Ctrl-C cancels
 the run's jobs by name; `lab clean` cancels this user's lab jobs whose host process is gone.
 Never all jobs of the user. Secrets reach a job only through its environment (sbatch
---export=ALL); the files written to the shared directory name them, never hold them."""
+--export=ALL); the files written to the shared directory name them, never hold them.
+
+Just over 450 lines: job states and submission already live in slurm_states.py and
+slurm_submit.py; what is left is the runtime's one object, its poll loop and its clean-up."""
 
 from __future__ import annotations
 
