@@ -2,7 +2,7 @@
 # The GPU proof, on the device tool's machines (no network there): install the carried wheels,
 # start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
 #   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all | h200-stats
-#   | h200-triage
+#   | h200-triage | h200-s4
 # Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
 # .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
 set -uo pipefail
@@ -122,4 +122,67 @@ json.dump(d, open(sys.argv[2], "w"))' configs/gpu.json configs/gpu-fit.json
       | tail -n 14
     grep -h "Fleet fit" -A4 "$OUT"/h200-triage/2*/summary.md | tee -a "$OUT/h200-triage-fit.txt"
     pack h200-triage h200-triage ;;
+  h200-s4)  # after #14's restructuring, on one H200, docker: (a) a mixed suite where two images
+    # are missing runs the host-image cases (one OOMs at 24 GiB and passes degraded), skips the
+    # others with the command that gets the image, exit 0; --fail-on-skipped exits 1; (b) --gpus 7
+    # exits 2, nothing started; (c) --dry-run under --out; (d) repro pr24559 at 32 GiB: oom, then
+    # degraded; (e) Ctrl-C mid-measurement: exit 130, no container, no GPU process left; (f) two
+    # nightlies at once each name the other as sharing the host. Figures: h200-s4-figures.txt
+    python3 - configs/gpu.json configs/nightly.json configs/gpu-mixed.json <<'PY'
+import json, sys
+from lab.host.plan import default_image
+gpu, nightly = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+keep = [c for c in gpu["cases"] if c["id"] in ("gpu_medium_t2i_1024", "gpu_xl_t2v_fits80_not24")]
+wan = next(c for c in nightly["cases"] if c["id"] == "wan22_ti2v_5b_720p")
+ref = dict(next(c for c in gpu["cases"] if c["id"] == "gpu_medium_side_a"), id="ref_in_its_image",
+           image=default_image("reference"))
+gpu["cases"] = keep + [dict(wan, image=default_image("sglang")), ref]
+gpu["test_image_url"] = nightly["test_image_url"]
+json.dump(gpu, open(sys.argv[3], "w"), indent=1)
+PY
+    F="$OUT/h200-s4-figures.txt"
+    { echo "== (a) mixed suite, docker"; } >"$F"
+    timeout 300 python3 -m lab.cli nightly --config configs/gpu-mixed.json --runtime docker \
+      --out "$OUT/h200-s4" 2>&1 | tail -n 14 | tee -a "$F"; echo "exit ${PIPESTATUS[0]}" | tee -a "$F"
+    timeout 60 python3 -m lab.cli nightly --config configs/gpu-mixed.json --runtime docker \
+      --case wan22_ti2v_5b_720p --fail-on-skipped --out "$OUT/h200-s4" 2>&1 | tail -n 4 | tee -a "$F"
+    echo "exit ${PIPESTATUS[0]} (--fail-on-skipped)" | tee -a "$F"
+    echo "== (b) --gpus 7" | tee -a "$F"
+    timeout 60 python3 -m lab.cli nightly --config configs/gpu.json --gpus 7 --runtime docker \
+      --out "$OUT/h200-s4" 2>&1 | tail -n 3 | tee -a "$F"; echo "exit ${PIPESTATUS[0]}" | tee -a "$F"
+    echo "== (c) --dry-run --out $OUT/dry" | tee -a "$F"
+    timeout 60 python3 -m lab.cli nightly --config configs/gpu-mixed.json --runtime docker \
+      --case gpu_medium_t2i_1024 --dry-run --out "$OUT/dry" 2>&1 | head -n 12 | tee -a "$F"
+    echo "== (d) repro pr24559 --vram-gib 32" | tee -a "$F"
+    timeout 200 python3 -m lab.cli repro pr24559 --config configs/gpu.json --vram-gib 32 \
+      --runtime docker --out "$OUT/h200-s4" 2>&1 | tail -n 8 | tee -a "$F"; echo "exit ${PIPESTATUS[0]}" | tee -a "$F"
+    echo "== (e) Ctrl-C 40 s into gpu_large_t2i_latency" | tee -a "$F"
+    python3 -m lab.cli nightly --config configs/gpu.json --case gpu_large_t2i_latency \
+      --runtime docker --out "$OUT/h200-s4" >"$OUT/ctrl-c.log" 2>&1 &
+    pid=$!; sleep 40; t0=$(date +%s.%N); kill -INT $pid; wait $pid; rc=$?; t1=$(date +%s.%N)
+    tail -n 6 "$OUT/ctrl-c.log" | tee -a "$F"
+    echo "exit $rc after $(python3 -c "print(round($t1-$t0, 2))") s; containers left:" \
+      "$(docker ps -aq --filter label=nightly-lab.run | wc -l);" \
+      "GPU processes left: $(nvidia-smi --query-compute-apps=pid --format=csv,noheader | wc -l)" | tee -a "$F"
+    echo "== (f) two nightlies at once" | tee -a "$F"
+    for c in gpu_medium_side_a gpu_medium_side_b; do
+      timeout 200 python3 -m lab.cli nightly --config configs/gpu.json --case $c --runtime docker \
+        --out "$OUT/h200-s4" >"$OUT/$c.log" 2>&1 &
+    done; wait
+    python3 - "$OUT/h200-s4" <<'PY' | tee -a "$F"
+import json, pathlib, sys
+for run in sorted(pathlib.Path(sys.argv[1]).glob("2*/results.json")):
+    r = json.loads(run.read_text())
+    print(run.parent.name, r.get("kind"), r["status"], "commit", r.get("commit_sha"),
+          r.get("commit_source"), "shared", r.get("shared_host"), r.get("shared_with"))
+    for c in r["cases"]:
+        print("  ", c["case_id"], c["outcome"], c.get("degraded_rung") or "", c["reason"][:150])
+        for a in c["attempts"]:
+            f = a["frameworks"][0] if a["frameworks"] else {}
+            caught = (f.get("stopped_at") or 0) - (f.get("fatal_line_at") or 0)
+            print("     ", a["rung"], a["outcome"], repr(a["reason"][:140]),
+                  f"fatal->stopped {caught:.3f} s" if f.get("fatal_line_at") else "",
+                  "log" if f.get("log_path") else "NO LOG")
+PY
+    pack h200-s4 h200-s4 ;;
 esac

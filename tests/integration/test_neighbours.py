@@ -42,7 +42,7 @@ def test_a_lone_nightly_is_unshared_and_ignores_a_dead_registration(tmp_path: Pa
     registry = tmp_path / "registry"
     registry.mkdir()
     # A run that was SIGKILLed: its registration stayed, its process is gone.
-    whoami = "from lab.host.runtimes.local import host_identity; print(host_identity())"
+    whoami = "from lab.host.runtimes.base import host_identity; print(host_identity())"
     dead = subprocess.run(
         [sys.executable, "-c", whoami],
         capture_output=True,
