@@ -35,7 +35,7 @@ def positive_float(text: str) -> float:
     return v
 
 
-def add_host_commands(sub: argparse._SubParsersAction) -> None:
+def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("validate", help="check suite files; exit 2 naming file, case and field")
     s.add_argument("configs", nargs="+", help="suite files to check")
     s.set_defaults(func=cmd_validate)

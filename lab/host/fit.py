@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 from lab import __version__
 from lab.config import Case, LoadedSuite
@@ -26,6 +27,7 @@ from lab.host.gpus import GpuInfo
 from lab.host.plan import CasePlan, plan_cases
 from lab.host.progress import Progress
 from lab.host.run import RunExecutor, RunOptions, image_labels
+from lab.host.runtimes.base import Runtime
 from lab.results.model import CaseResult, RunResults
 from lab.results.reports import write_reports
 from lab.results.store import RunDir, new_run_id, run_commit_fields, settle_commit, write_results
@@ -33,6 +35,18 @@ from lab.results.triage import peak_per_gpu_gib, sign_failures
 
 CPU_STEP_GIB = 0.01
 CPU_HI_GIB = 1.0
+
+
+class ProbeRow(TypedDict):
+    """One probe as fit.json lists it and the table shows it."""
+
+    vram_gib: float
+    case_id: str
+    outcome: str
+    first_passing_rung: str | None
+    peak_gib_per_gpu: float | None
+    latency_s: float | None
+    attempts: int
 
 
 @dataclass
@@ -48,7 +62,7 @@ class Probe:
     def rung(self) -> str | None:
         return self.result.final.rung if self.passed and self.result.final else None
 
-    def row(self) -> dict:
+    def row(self) -> ProbeRow:
         frs = self.result.framework_results()
         lat = next((fr.latency_s for fr in frs if fr.latency_s is not None), None)
         return {
@@ -80,7 +94,7 @@ class Fitter:
     """Runs probes of one case, each as one case of a RunExecutor, all into one run directory."""
 
     def __init__(
-        self, loaded: LoadedSuite, case: Case, runtime, gpus: list[GpuInfo], root: Path
+        self, loaded: LoadedSuite, case: Case, runtime: Runtime, gpus: list[GpuInfo], root: Path
     ) -> None:
         self.loaded, self.case, self.runtime, self.gpus = loaded, case, runtime, gpus
         self.run_dir = RunDir.create(root, new_run_id())
@@ -181,7 +195,7 @@ def format_table(probes: Sequence[Probe]) -> str:
 def run_fit(
     loaded: LoadedSuite,
     case: Case,
-    runtime,
+    runtime: Runtime,
     gpus: list[GpuInfo],
     root: Path,
     sizes: list[float] | None,

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_result, stop_after_attempt
 
-from lab.config import Case, LoadedSuite, Rung
+from lab.config import Case, LoadedSuite
 from lab.contract import AttemptResult, Outcome
 from lab.frameworks import get_framework
 from lab.frameworks.args import has_flag
+from lab.frameworks.rung import Rung
 from lab.results.report_common import one_line
 
 log = logging.getLogger("lab.ladder")

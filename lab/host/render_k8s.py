@@ -72,7 +72,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECAS
 INSTALL_HINT = "pip install 'nightly-lab[k8s]'"
 
 
-def add_render_commands(sub: argparse._SubParsersAction) -> None:
+def add_render_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("render", help="write manifests that run a suite elsewhere (k8s)")
     rsub = s.add_subparsers(dest="render_target", required=True, metavar="{k8s}")
     k = rsub.add_parser(
@@ -288,7 +288,7 @@ def case_objects(
 
     spec_json = json.dumps(spec.model_dump(mode="json"), indent=2, default=str) + "\n"
     data: dict[str, str] = {SPEC_FILE: spec_json}
-    binary: dict[str, str] = {}
+    binary: dict[str, bytes | str] = {}  # base64 text, typed as V1ConfigMap's binary_data
     for key, (_, raw) in config_files.items():
         try:
             data[key] = raw.decode("utf-8")
@@ -547,7 +547,8 @@ def _yaml(objects: list[dict[str, Any]]) -> str:
     """YAML for people as much as for kubectl: header keys first, files as literal blocks."""
     import yaml
 
-    class Dumper(yaml.SafeDumper):
+    # PyYAML ships no types (and types-PyYAML is not a dependency): SafeDumper is Any here.
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]
         pass
 
     def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
@@ -564,5 +565,7 @@ def _yaml(objects: list[dict[str, Any]]) -> str:
         f"# nightly-lab {__version__}: `lab render k8s`. Apply with `kubectl apply -f`; "
         "no secret values in here.\n"
     )
-    body = yaml.dump_all(ordered, Dumper=Dumper, sort_keys=False, width=100, allow_unicode=True)
+    body: str = yaml.dump_all(
+        ordered, Dumper=Dumper, sort_keys=False, width=100, allow_unicode=True
+    )
     return head + body

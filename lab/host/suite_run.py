@@ -75,11 +75,12 @@ def run_suite(
     kind: str = "nightly",
 ) -> int:
     opts = SuiteOptions(vram_gib, fail_on_degraded, fail_on_skipped, dry_run, kind)
-    value: SuiteRun | int = SuiteRun(loaded, cases, args, opts)
+    s = SuiteRun(loaded, cases, args, opts)
     for step in STEPS:
-        value = step(value)
+        value = step(s)
         if isinstance(value, int):
             return value
+        s = value
     raise AssertionError("the last step returns the exit code")
 
 

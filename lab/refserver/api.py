@@ -87,7 +87,9 @@ def _parse_multipart(content_type: str, raw: bytes) -> Body:
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             continue
-        payload = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)  # bytes, or None for a nested multipart
+        if not isinstance(payload, bytes):
+            payload = b""
         if part.get_filename() is not None:
             files[name.removesuffix("[]")] = payload
         else:

@@ -24,6 +24,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from lab.refserver.log import flush_all, log
 
@@ -131,7 +132,7 @@ def print_fatal_line(text: str) -> None:
     sys.stderr.flush()
 
 
-def exit_now(code: int, why: str) -> None:
+def exit_now(code: int, why: str) -> NoReturn:
     log(why)
     flush_all()
     os._exit(code)

@@ -94,7 +94,8 @@ class _Layer(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o_proj(a.transpose(1, 2).reshape(b, n, -1))
         h = self.mlp_norm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        out: torch.Tensor = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        return out
 
 
 class RefLlm(nn.Module):
@@ -111,7 +112,9 @@ class RefLlm(nn.Module):
         x = self.embed_tokens(ids) + self.positions(pos)[None]
         for layer in self.layers:
             x = layer(x)
-        return self.norm(x[:, -1]) @ self.embed_tokens.weight.T  # tied head, last token only
+        # tied head, last token only
+        logits: torch.Tensor = self.norm(x[:, -1]) @ self.embed_tokens.weight.T
+        return logits
 
 
 def build(p: LlmPreset, device: torch.device, dtype: torch.dtype, seed: int = 0) -> RefLlm:

@@ -43,7 +43,8 @@ class EncoderBlock(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, length, d)
         x = x + self.out(attended)
-        return x + self.mlp_out(F.gelu(self.mlp_in(self.norm2(x))))
+        out: torch.Tensor = x + self.mlp_out(F.gelu(self.mlp_in(self.norm2(x))))
+        return out
 
 
 class ByteTextEncoder(nn.Module):

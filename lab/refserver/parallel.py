@@ -97,7 +97,8 @@ def read_job(stream: IO[bytes]) -> object | None:
     data = stream.read(size)
     if len(data) < size:
         return None
-    return pickle.loads(data)
+    job: object = pickle.loads(data)
+    return job
 
 
 class SecondRank:

@@ -305,7 +305,8 @@ class Pipeline:
             else:
                 positive, negative = self.group.exchange(out.contiguous())
             out = negative + job.guidance_scale * (positive - negative)
-        return scheduler.step(out, t, x, return_dict=False)[0]
+        stepped: torch.Tensor = scheduler.step(out, t, x, return_dict=False)[0]
+        return stepped
 
     def _encode_references(self, job: GenerationJob) -> torch.Tensor:
         p, el, led = self.preset, self.el, self.ledger

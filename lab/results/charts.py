@@ -94,7 +94,9 @@ def latency_history(
         mine = [r for r in rows if r.case_id == case_id and r.measured]
         for fw in dict.fromkeys(r.framework for r in mine):
             pts = sorted(
-                (col[r.run_id], r.latency_s, r.regression) for r in mine if r.framework == fw
+                (col[r.run_id], r.latency_s, r.regression)
+                for r in mine
+                if r.framework == fw and r.latency_s is not None  # always: the rows are measured
             )
             # NaN for nights without a measurement: the line breaks there instead of bridging.
             ys = [math.nan] * len(runs)

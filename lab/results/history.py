@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Required, TypedDict
 
 from lab.contract import FrameworkResult, Outcome
 from lab.errors import LabError
@@ -118,6 +119,25 @@ class HistoryRow:
         return self.outcome in MEASURED and self.latency_s is not None
 
 
+class _CaseFields(TypedDict, total=False):
+    """A HistoryRow's fields from the case and framework (rows_for_run adds the run's)."""
+
+    case_id: Required[str]
+    framework: Required[str]
+    outcome: Required[str]
+    phase: str | None
+    reason: str | None
+    latency_s: float | None
+    samples: list[float]
+    spread_pct: float | None
+    peak_gpu_memory_mib: float | None
+    vram_gib: float | None
+    degraded_rung: str | None
+    speedup_vs_baseline: float | None
+    regression: str | None
+    regression_detail: str | None
+
+
 def normalize_timestamp(ts: str) -> str:
     """ISO 8601 in UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so that text order is time order."""
     try:
@@ -162,7 +182,7 @@ def framework_outcome(case: CaseResult, fr: FrameworkResult) -> Outcome:
     return fr.outcome
 
 
-def _case_rows(case: CaseResult) -> Iterator[dict]:
+def _case_rows(case: CaseResult) -> Iterator[_CaseFields]:
     findings = {f.framework: f for f in case.regressions}
     frs = case.framework_results()
     if not frs:  # never started, skipped, interrupted before a result: one row for the case
@@ -356,7 +376,7 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
             raise
 
 
-def _row(values: sqlite3.Row | tuple) -> HistoryRow:
+def _row(values: sqlite3.Row | tuple[Any, ...]) -> HistoryRow:
     v = list(values)
     v[15] = json.loads(v[15]) if v[15] else []
     v[24] = bool(v[24])  # shared_host, an INTEGER in SQLite
@@ -396,7 +416,8 @@ def history_rows(
     last_runs: int | None = None,
 ) -> list[HistoryRow]:
     """Rows of the given cases (all when None) of the last `last_runs` runs, oldest first."""
-    where, params = "WHERE 1", []
+    where = "WHERE 1"
+    params: list[object] = []
     if case_ids is not None:
         ids = list(case_ids)
         if not ids:

@@ -157,15 +157,17 @@ def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
     }
     # The Jenkins/Ant schema has no `skipped` on <testsuites>, only on <testsuite>.
     root = ET.Element(
-        "testsuites", name=SUITE, **{k: v for k, v in stats.items() if k != "skipped"}
+        "testsuites", {"name": SUITE, **{k: v for k, v in stats.items() if k != "skipped"}}
     )
     suite = ET.SubElement(
         root,
         "testsuite",
-        name=name,
-        timestamp=_timestamp(results.timestamp),
-        hostname=xml_text(socket.gethostname()) or "localhost",
-        **stats,
+        {
+            "name": name,
+            "timestamp": _timestamp(results.timestamp),
+            "hostname": xml_text(socket.gethostname()) or "localhost",
+            **stats,
+        },
     )
     props = ET.SubElement(suite, "properties")
     for key, value in (

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -178,11 +180,11 @@ class RunResults(BaseModel):
     fail_on: list[str] = Field(default_factory=list)  # outcomes that fail this run (--fail-on-*)
     cases: list[CaseResult] = Field(default_factory=list)
 
-    def sglang_rows(self) -> list[dict]:
+    def sglang_rows(self) -> list[dict[str, Any]]:
         """One row per case and framework, shaped as sglang's comparison-results.json."""
-        rows: list[dict] = []
+        rows: list[dict[str, Any]] = []
         for case in sorted(self.cases, key=lambda c: status_rank(c.status_change)):
-            fresults = case.framework_results() or [None]
+            fresults: Sequence[FrameworkResult | None] = case.framework_results() or [None]
             for fr in fresults:
                 samples = fr.latency_samples_s if fr else []
                 rows.append(
@@ -218,7 +220,7 @@ class RunResults(BaseModel):
                 )
         return rows
 
-    def to_results_json(self) -> dict:
+    def to_results_json(self) -> dict[str, Any]:
         """sglang's top-level keys first, then the lab's."""
         return {
             "timestamp": self.timestamp,
@@ -232,7 +234,7 @@ class RunResults(BaseModel):
         }
 
     @classmethod
-    def from_results_json(cls, data: dict) -> RunResults:
+    def from_results_json(cls, data: dict[str, Any]) -> RunResults:
         return cls.model_validate({k: v for k, v in data.items() if k != "results"})
 
     @property
@@ -249,12 +251,14 @@ def spread_pct(samples: list[float]) -> float | None:
     return round(100.0 * (max(samples) - min(samples)) / med, 2) if med > 0 else None
 
 
-def uncertainty_fields(samples: list[float], case: CaseResult, framework: str | None) -> dict:
+def uncertainty_fields(
+    samples: list[float], case: CaseResult, framework: str | None
+) -> dict[str, Any]:
     """`latency_ci95_s`, `latency_cv_pct` and `mde_pct` of one row: the MDE against the case's
     history where regression detection had one, else from this night's samples alone."""
     u = stats.uncertainty(samples)
     finding = next((f for f in case.regressions if f.framework == framework), None)
-    mde = finding.mde_pct if finding and finding.mde_pct is not None else (u and u.mde_pct)
+    mde = finding.mde_pct if finding and finding.mde_pct is not None else (u.mde_pct if u else None)
     return {
         "latency_ci95_s": [round(v, 6) for v in u.ci95] if u and u.ci95 else None,
         "latency_cv_pct": round(u.cv_pct, 2) if u and u.cv_pct is not None else None,

@@ -212,6 +212,7 @@ def render_html(
         )
         + "</p>"
     )
+    rows: list[tuple[str, ...]]  # of each table below, one cell per column
 
     failed = by_status(rc.cases_in(results, "failed"))
     if failed:
@@ -292,7 +293,7 @@ def render_html(
     parts.append(f"<h2>Cases run ({len(ran)})</h2>")
     rows = []
     for cs in by_status(ran):  # skipped cases are listed once, under Skipped
-        frs = cs.framework_results() or [None]
+        frs: Sequence[FrameworkResult | None] = cs.framework_results() or [None]
         for fr in frs:
             reg = next((f for f in cs.regressions if fr and f.framework == fr.framework), None)
             reg_cell = (

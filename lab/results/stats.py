@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
@@ -28,6 +29,9 @@ MIN_HISTORY = 3  # comparable earlier nights needed before a verdict other than 
 ORDER_STAT_MIN_N = 6
 # The median's standard error is sqrt(pi/2) times the mean's for normal samples.
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
+
+# Latency samples as they arrive (a list) or once converted (np.asarray(..., dtype=float)).
+Samples = Sequence[float] | npt.NDArray[np.float64]
 
 REGRESSED = "regressed"
 IMPROVED = "improved"
@@ -43,9 +47,7 @@ class Uncertainty:
     mde_pct: float | None  # detectable against one more night like this one, from samples only
 
 
-def median_ci(
-    samples: Sequence[float], confidence: float = CONFIDENCE
-) -> tuple[float, float] | None:
+def median_ci(samples: Samples, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
     """A confidence interval of the median: order statistics (distribution-free) from 6 samples,
     a t interval on the median's standard error below that; None for fewer than 2 samples."""
     x = np.asarray(samples, dtype=float)
@@ -60,7 +62,7 @@ def median_ci(
     return med - half, med + half
 
 
-def median_se(samples: Sequence[float]) -> float:
+def median_se(samples: Samples) -> float:
     x = np.asarray(samples, dtype=float)
     if x.size < 2:
         return 0.0

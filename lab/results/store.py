@@ -234,10 +234,11 @@ def settle_commit(
     labelled: dict[str, list[str]] = {}
     versions: dict[str, list[str]] = {}
     for case in results.cases:
-        labels = image_labels(case.image) if case.image else None
+        image = case.image
+        labels = image_labels(image) if image else None
         value = next((labels[k] for k in SOURCE_LABELS if labels and labels.get(k)), None)
-        if value and case.image not in labelled.get(value, []):
-            labelled.setdefault(value, []).append(case.image)
+        if value and image and image not in labelled.get(value, []):  # a value needs an image
+            labelled.setdefault(value, []).append(image)
         for fr in case.framework_results():
             if fr.server_version and fr.framework not in versions.get(fr.server_version, []):
                 versions.setdefault(fr.server_version, []).append(fr.framework)

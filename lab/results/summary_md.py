@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.contract import FrameworkResult
 from lab.results import report_common as rc
 from lab.results.model import RunResults, spread_pct
 from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
@@ -46,6 +47,7 @@ def render_summary(
     ]
     lines += [" · ".join(m for m in meta if m), ""]
     lines += [f"> {n}" for n in notes] + ([""] if notes else [])
+    rows: list[tuple[object, ...]]  # of each table below, one cell per column
 
     failed = by_status(rc.cases_in(results, "failed"))
     if failed:
@@ -145,7 +147,8 @@ def render_summary(
         rows = []
         for c in measured:
             label = c.case_id + (f" (degraded: {rc.passed_rung(c)})" if c.degraded_rung else "")
-            for fr in c.framework_results() or [None]:
+            frs: Sequence[FrameworkResult | None] = c.framework_results() or [None]
+            for fr in frs:
                 rows.append(
                     (
                         label,

@@ -384,8 +384,8 @@ def flake_rates(rows: Sequence[HistoryRow], results: RunResults) -> None:
                 ts, flaky = runs.get(r.run_id, (r.timestamp, False))
                 runs[r.run_id] = (ts, flaky or r.outcome == str(Outcome.flaky))
         last = sorted(runs.values())[-(FLAKE_WINDOW - 1) :]
-        flaky = sum(f for _, f in last) + (case.outcome is Outcome.flaky)
-        case.flake_rate = FlakeRate(flaky=flaky, nights=len(last) + 1)
+        flaky_nights = sum(f for _, f in last) + (case.outcome is Outcome.flaky)
+        case.flake_rate = FlakeRate(flaky=flaky_nights, nights=len(last) + 1)
 
 
 def triage_notes(case: CaseResult) -> list[str]:

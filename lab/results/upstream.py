@@ -63,7 +63,7 @@ def _error(case: CaseResult) -> str | None:
 def row_fields(case: CaseResult, fr: FrameworkResult | None) -> dict[str, Any]:
     """framework … first_request_latency_s as sglang's tools read them, then the lab's
     additions that explain them (lab_framework, degraded_measurement, notes)."""
-    name = fr.framework if fr else (case.frameworks or [None])[0]
+    name = fr.framework if fr else (case.frameworks[0] if case.frameworks else None)
     measured: dict[str, Any] = {
         "latency_s": fr.latency_s if fr else None,
         "latency_samples_s": fr.latency_samples_s if fr else [],
