@@ -347,6 +347,20 @@ class Suite(_Strict):
         ]
     )
 
+    @model_validator(mode="after")
+    def _target_defaults(self) -> Suite:
+        self.fill_case_defaults()
+        return self
+
+    def fill_case_defaults(self) -> None:
+        """The suite's target and budget reach each case's spec through the case itself; a case's
+        own value wins (load_suite calls this again once included cases have joined)."""
+        for case in self.cases:
+            if case.target_mde_pct is None and self.target_mde_pct is not None:
+                case.target_mde_pct = self.target_mde_pct
+            if case.measure_budget_s is None and self.measure_budget_s is not None:
+                case.measure_budget_s = self.measure_budget_s
+
 
 def check_names(cases: list[Case], path: Path) -> None:
     """At least one case; ids and aliases name one case each (as `--case` and `lab repro` read
@@ -371,18 +385,6 @@ def check_names(cases: list[Case], path: Path) -> None:
                 msg = f"alias {alias!r} is the model id of case {models[key]!r}"
                 raise ConfigError(str(path), case.id, "aliases", msg)
             owner[key] = case.id
-
-    # NOTE: this validator is nested in check_names (since it was added in a6fb852), so it never
-    # runs: a suite-level target_mde_pct / measure_budget_s does not reach its cases today.
-    @model_validator(mode="after")
-    def _target_defaults(self: Suite) -> Suite:
-        # the suite's target and budget reach each case's spec through the case itself
-        for case in self.cases:
-            if case.target_mde_pct is None and self.target_mde_pct is not None:
-                case.target_mde_pct = self.target_mde_pct
-            if case.measure_budget_s is None and self.measure_budget_s is not None:
-                case.measure_budget_s = self.measure_budget_s
-        return self
 
 
 class LoadedSuite(BaseModel):
@@ -476,4 +478,5 @@ def load_suite(path: str | Path) -> LoadedSuite:
         cases.extend(included.cases)
     check_names(cases, path)
     suite = suite.model_copy(update={"cases": cases})
+    suite.fill_case_defaults()
     return LoadedSuite(path=path, suite=suite, sha256=digest.hexdigest())

@@ -175,3 +175,18 @@ def test_a_custom_command_keeps_odd_model_ids_one_word(tmp_path: Path) -> None:
     argv = Custom().command(case, case.frameworks["custom"], "127.0.0.1", 30000, 1, [], "/my dir")
     assert argv[argv.index("--model-path") + 1] == "it's a model"
     assert argv[argv.index("--dir") + 1] == "/my dir"
+
+
+def test_suite_target_and_budget_reach_its_cases_and_included_ones(tmp_path: Path) -> None:
+    # README: a suite-level target_mde_pct / measure_budget_s applies to every case (a case's
+    # own value wins); the included file's cases are the top file's cases too.
+    write(tmp_path, {"cases": [_one(id="inc")]}, "other.json")
+    top = {
+        "include": ["other.json"],
+        "target_mde_pct": 4.0,
+        "measure_budget_s": 60.0,
+        "cases": [_one(id="plain"), _one(id="own", target_mde_pct=2.0)],
+    }
+    loaded = load_suite(write(tmp_path, top))
+    got = {c.id: (c.target_mde_pct, c.measure_budget_s) for c in loaded.suite.cases}
+    assert got == {"plain": (4.0, 60.0), "own": (2.0, 60.0), "inc": (4.0, 60.0)}
