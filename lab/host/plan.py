@@ -16,7 +16,6 @@ from lab.config import Case, LoadedSuite, load_suite
 from lab.contract import DEFAULT_MEASURE_BUDGET_S, AttemptSpec
 from lab.errors import LabError
 from lab.frameworks import comfyui, get_framework
-from lab.frameworks.sglang import SGLANG_TAG  # noqa: F401 - lab.host.run re-exports it
 from lab.host.gpus import GpuInfo, visible_devices
 from lab.host.ladder import LadderPlan, PlannedRung, plan_ladder
 from lab.host.runtimes.base import SandboxRequest
