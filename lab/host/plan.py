@@ -123,8 +123,8 @@ def plan_cases(
         if case.kind != "test" and not fws:
             plan.skip_reason = f"no framework the lab can run ({', '.join(unsupported)})"
         elif lab_places and case.num_gpus > len(gpus):
-            have = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s")
-            plan.skip_reason = f"needs {case.num_gpus} GPUs, this machine has {have}"
+            need, have = (f"{n} GPU" + ("" if n == 1 else "s") for n in (case.num_gpus, len(gpus)))
+            plan.skip_reason = f"needs {need}, this machine has {have}"
         else:
             plan.ladder = plan_ladder(loaded, case, fws, len(gpus) if lab_places else UNBOUNDED)
             plan.notes.extend(f"ladder rung skipped: {s}" for s in plan.ladder.skipped)
