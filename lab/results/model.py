@@ -20,6 +20,13 @@ METHODOLOGY = "client-e2e-v1"
 STATUS_ORDER = ("new_failure", "still_failing", "fixed", "first_run", "still_passing")
 
 
+def may_be_baseline(kind: str, shared_host: bool) -> bool:
+    """Whether a run's timings may serve later nights as a baseline (regression detection, the
+    dashboard's history): only a nightly that had the host to itself. A repro, selftest or replay
+    measures, but is no baseline; another run on the host at the time skews its timings."""
+    return kind == "nightly" and not shared_host
+
+
 def status_rank(status: str | None) -> int:
     return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
 

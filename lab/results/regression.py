@@ -28,6 +28,7 @@ from lab.results.model import (
     MemoryFinding,
     RegressionFinding,
     RunResults,
+    may_be_baseline,
     spread_pct,
 )
 
@@ -47,8 +48,7 @@ def comparable(row: HistoryRow, results: RunResults, case: CaseResult) -> bool:
     """Whether an earlier row may serve as a baseline for this run's case."""
     return (
         row.measured
-        and row.kind == "nightly"  # a repro, selftest or replay measures, but is no baseline
-        and not row.shared_host  # another run on the host at the time: its timings are not
+        and may_be_baseline(row.kind, row.shared_host)
         and row.run_id != results.run_id
         and row.methodology == results.methodology
         and row.warmup_requests == results.warmup_requests

@@ -22,7 +22,7 @@ from lab.errors import LabError
 from lab.files import write_json_atomic
 from lab.redact import redact_env
 from lab.results import upstream
-from lab.results.model import RunResults
+from lab.results.model import RunResults, may_be_baseline
 
 MANIFEST_SCHEMA = "nightly-lab/manifest/v1"
 LATEST = "latest"
@@ -107,7 +107,7 @@ def write_dashboard_history(
     baseline) also goes to `<out root>/diffusion-comparisons/`, named and shaped as sglang's
     dashboard reads its history (upstream.HISTORY_DIR): `--history-dir` that folder. Other
     runs are no baseline there either; None for them."""
-    if results.kind != "nightly" or results.shared_host or results.status != "finished":
+    if results.status != "finished" or not may_be_baseline(results.kind, results.shared_host):
         return None
     folder = as_run_dir(run_dir).root / upstream.HISTORY_DIR
     return write_json_atomic(
