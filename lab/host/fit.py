@@ -11,6 +11,7 @@ fit run is not recorded in the history: it is no night."""
 from __future__ import annotations
 
 import math
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,11 +27,11 @@ from lab.files import write_json_atomic
 from lab.host.gpus import GpuInfo
 from lab.host.plan import CasePlan, plan_cases
 from lab.host.progress import Progress
-from lab.host.run import RunExecutor, RunOptions, image_labels
+from lab.host.run import RunExecutor, RunOptions, settle_run_commit
 from lab.host.runtimes.base import Runtime
 from lab.results.model import CaseResult, RunResults
 from lab.results.reports import write_reports
-from lab.results.store import RunDir, new_run_id, run_commit_fields, settle_commit, write_results
+from lab.results.store import RunDir, new_run_id, run_commit_fields, write_results
 from lab.results.triage import peak_per_gpu_gib, sign_failures
 
 CPU_STEP_GIB = 0.01
@@ -131,6 +132,7 @@ class Fitter:
         results = RunResults(
             run_id=self.run_dir.run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+            host=socket.gethostname(),
             **run_commit_fields(),
             lab_version=__version__,
             config_path=str(self.loaded.path),
@@ -141,7 +143,7 @@ class Fitter:
             runtime=self.runtime.name,
             cases=sorted((p.result for p in self.probes), key=lambda c: c.vram_gib or 0),
         )
-        settle_commit(results, lambda image: image_labels(self.runtime, image))
+        settle_run_commit(results, self.runtime)
         sign_failures(results)
         write_reports(self.run_dir, results, None)
         write_results(self.run_dir, results)

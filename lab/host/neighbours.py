@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -77,7 +76,6 @@ class Neighbours:
         if self.me.exists():
             self.look()
         self.close()
-        results.host = socket.gethostname()
         results.shared_with = sorted(self.seen)
         results.shared_host = bool(self.seen)
 

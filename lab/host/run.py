@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import socket
 import sys
 import threading
 import time
@@ -69,6 +70,11 @@ def image_labels(runtime: Runtime, image: str) -> dict[str, str] | None:
     return dict(info.get("labels") or {}) if info else None
 
 
+def settle_run_commit(results: RunResults, runtime: Runtime) -> None:
+    """The commit under test once the run is over: its images' labels, its servers' versions."""
+    settle_commit(results, lambda image: image_labels(runtime, image))
+
+
 @dataclass
 class AttemptState:
     """What the host knows of one attempt, built once in `_run_attempt` and handed along (as
@@ -120,6 +126,7 @@ class RunExecutor:
         self.results = RunResults(
             run_id=run_id,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+            host=socket.gethostname(),
             **run_commit_fields(opts.commit),
             lab_version=__version__,
             config_path=str(loaded.path),
@@ -151,7 +158,7 @@ class RunExecutor:
             while t.is_alive():
                 t.join(0.2)
         self.results.status = "interrupted" if self.stopping.is_set() else "finished"
-        settle_commit(self.results, lambda image: image_labels(self.runtime, image))
+        settle_run_commit(self.results, self.runtime)
         neighbours.finish(self.results)
         self._flush()
         if self.write_error is not None:
