@@ -27,6 +27,8 @@ Task = Literal[
 ]
 # the static-memory flag of each LLM server: a fraction of the device, in (0, 1)
 MEMORY_FRACTION_FLAGS = ("--mem-fraction-static", "--gpu-memory-utilization")
+# What a suite's "exports" may name: `lab export NAME` (lab/results/upstream.py NAME).
+EXPORTS = ("sglang-dashboard",)
 VIDEO_TASKS = ("text-to-video", "image-to-video", "text-image-to-video")
 
 # `{name}`s a custom framework's `command` may hold (lab/frameworks/custom.py fills them).
@@ -332,6 +334,8 @@ class Suite(_Strict):
     shm_size: str = "2g"
     ipc_mode: str | None = None
     regression: RegressionPolicy = Field(default_factory=RegressionPolicy)
+    # other tools' dialects the nightly writes beside results.json (`lab export NAME`)
+    exports: list[str] = Field(default_factory=list)
     # An attempt ending crashed / timeout / bad_response is re-run this many times as the
     # identical attempt: a pass then makes the case `flaky`, not green. 0: never.
     confirm_failures: int = Field(1, ge=0, le=3)
@@ -346,6 +350,14 @@ class Suite(_Strict):
             "PYTORCH_CUDA_ALLOC_CONF",
         ]
     )
+
+    @field_validator("exports")
+    @classmethod
+    def _known_exports(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in EXPORTS:
+                raise ValueError(f"unknown export {name!r}; known: {', '.join(EXPORTS)}")
+        return v
 
     @model_validator(mode="after")
     def _target_defaults(self) -> Suite:

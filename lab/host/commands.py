@@ -1,6 +1,6 @@
-"""The host's `lab` subcommands: validate, list, nightly, repro, replay, report, history, clean,
-selftest, fit. Each parses its arguments and hands them on: a suite to lab/host/suite_run.py,
-which plans it and runs it (lab/host/run.py)."""
+"""The host's `lab` subcommands: validate, list, nightly, repro, replay, report, export,
+history, clean, selftest, fit. Each parses its arguments and hands them on: a suite to
+lab/host/suite_run.py, which plans it and runs it (lab/host/run.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-from lab.config import load_suite
+from lab.config import EXPORTS, load_suite
 from lab.errors import LabError
 from lab.host.gpus import resolve_gpus
 from lab.host.plan import (
@@ -108,6 +108,18 @@ def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s = sub.add_parser("report", help="regenerate summary.md, junit.xml, report.html of a run")
     s.add_argument("run_dir", help="a run directory (runs/<run id>)")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("export", help="a run's results in another tool's dialect")
+    s.add_argument("dialect", choices=EXPORTS, help="sglang-dashboard: sglang's dashboard reads it")
+    s.add_argument("run_dir", help="a run directory (runs/<run id>) or its results.json")
+    s.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
+    s.add_argument(
+        "--stand-in",
+        default=None,
+        metavar="FRAMEWORK",
+        help="export this lab server's rows as sglang's (a CPU demo; the export says so)",
+    )
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("history", help="trend of a case over past runs")
     s.add_argument("case_id", help="case id, or an alias or model id the suite knows")
@@ -240,6 +252,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     reports.regenerate(run_dir, run_dir.parent / "history.sqlite")
     print(f"lab: wrote {run_dir}/summary.md, junit.xml, report.html")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lab.files import write_json_atomic
+    from lab.results import upstream
+    from lab.results.store import load_results
+
+    upstream.check_stand_in(args.stand_in)  # before reading anything: a typo says so first
+    export = upstream.sglang_dashboard(load_results(args.run_dir), args.stand_in)
+    path = write_json_atomic(Path(args.output), export)
+    cases = len({r["case_id"] for r in export["results"]})
+    print(f"lab: wrote {path}: {cases} case(s), {len(export['left_out'])} left out")
+    for note in export["methodology_notes"]:
+        print(f"  {note}")
     return 0
 
 

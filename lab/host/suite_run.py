@@ -340,7 +340,11 @@ def write_run_outputs(
     problem = None
     try:
         reports.record_and_report(
-            run_dir, results, run_dir.parent / "history.sqlite", loaded.suite.regression
+            run_dir,
+            results,
+            run_dir.parent / "history.sqlite",
+            loaded.suite.regression,
+            loaded.suite.exports,
         )
     except LabError as e:
         problem = str(e)

@@ -1,6 +1,8 @@
 """The run-level results: one CaseResult per case (all its attempts), one RunResults per run.
 
-`RunResults.to_results_json()` is a superset of sglang's `comparison-results.json`."""
+`RunResults.to_results_json()` is the lab's own record: each row names the server that served
+it as the lab names it (`reference`, `sglang`, ...). Other tools' dialects are exports built
+from it (lab/results/upstream.py: sglang's dashboard), never the other way round."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase
-from lab.results import stats, upstream
+from lab.results import stats
 
 RESULTS_SCHEMA = "nightly-lab/results/v1"
 METHODOLOGY = "client-e2e-v1"
@@ -187,8 +189,8 @@ class RunResults(BaseModel):
     fail_on: list[str] = Field(default_factory=list)  # outcomes that fail this run (--fail-on-*)
     cases: list[CaseResult] = Field(default_factory=list)
 
-    def sglang_rows(self) -> list[dict[str, Any]]:
-        """One row per case and framework, shaped as sglang's comparison-results.json."""
+    def result_rows(self) -> list[dict[str, Any]]:
+        """One row per case and framework: results.json's `results`."""
         rows: list[dict[str, Any]] = []
         for case in sorted(self.cases, key=lambda c: status_rank(c.status_change)):
             fresults: Sequence[FrameworkResult | None] = case.framework_results() or [None]
@@ -197,7 +199,7 @@ class RunResults(BaseModel):
                 rows.append(
                     {
                         "case_id": case.case_id,
-                        **upstream.row_fields(case, fr),  # what sglang's own tools read
+                        **row_fields(case, fr),
                         "speedup_vs_baseline": fr.speedup_vs_baseline if fr else None,
                         "psnr_vs_baseline_db": fr.psnr_vs_baseline_db if fr else None,
                         "peak_gpu_memory_mib": fr.telemetry.peak_gpu_memory_mib if fr else None,
@@ -228,13 +230,13 @@ class RunResults(BaseModel):
         return rows
 
     def to_results_json(self) -> dict[str, Any]:
-        """sglang's top-level keys first, then the lab's."""
+        """The keys sglang's comparison-results.json also has first, then the lab's."""
         return {
             "timestamp": self.timestamp,
             "commit_sha": self.commit_sha,
             "run_id": self.run_id,
             "measurement_repeats": self.measurement_repeats,
-            "results": self.sglang_rows(),
+            "results": self.result_rows(),
             **self.model_dump(
                 mode="json", exclude={"run_id", "timestamp", "commit_sha", "measurement_repeats"}
             ),
@@ -248,6 +250,63 @@ class RunResults(BaseModel):
     def failed(self) -> list[CaseResult]:
         ok = (Outcome.passed, Outcome.degraded, Outcome.skipped)
         return [c for c in self.cases if c.outcome not in ok]
+
+
+def _error(case: CaseResult) -> str | None:
+    if case.outcome is Outcome.passed:
+        return None
+    if case.outcome is Outcome.degraded:
+        return (
+            f"degraded: passed only on ladder rung {case.degraded_rung!r}, not as configured "
+            f"(not like-for-like; figures in degraded_measurement): {case.original_failure or ''}"
+        ).rstrip(": ")
+    return f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome)
+
+
+def row_fields(case: CaseResult, fr: FrameworkResult | None) -> dict[str, Any]:
+    """framework (the lab's name of the server that served the row) and the version it
+    reported, then the measurement. A degraded case (passed only on a lower ladder rung) is no
+    like-for-like figure: `latency_s` null, an `error` saying so, its figures kept in
+    `degraded_measurement`. Field names are those sglang's comparison-results.json uses for the
+    same things, so an export (lab/results/upstream.py) picks rows, never renames fields."""
+    name = fr.framework if fr else (case.frameworks[0] if case.frameworks else None)
+    measured: dict[str, Any] = {
+        "latency_s": fr.latency_s if fr else None,
+        "latency_samples_s": fr.latency_samples_s if fr else [],
+        "measurement_count": fr.measurement_count if fr else 0,
+    }
+    server: dict[str, Any] = {}
+    if fr and fr.server_latency_samples_s:
+        server["server_latency_samples_s"] = fr.server_latency_samples_s
+    server["server_latency_s"] = fr.server_latency_s if fr else None
+    server["server_stage_medians_ms"] = fr.server_stage_medians_ms if fr else None
+    server["median_denoise_step_ms"] = fr.median_denoise_step_ms if fr else None
+    if fr and fr.missing_perf_dumps:  # as sglang writes it: only when some are missing
+        server["missing_perf_dumps"] = fr.missing_perf_dumps
+    first = fr.first_request_latency_s if fr else None
+    out: dict[str, Any] = {
+        "framework": name,
+        "server_version": fr.server_version if fr else None,
+        "model": case.model,
+        "task": case.task,
+    }
+    if case.outcome is Outcome.degraded:
+        out |= {"latency_s": None, "latency_samples_s": [], "measurement_count": 0}
+        out["error"] = _error(case)
+        out |= {
+            "server_latency_s": None,
+            "server_stage_medians_ms": None,
+            "median_denoise_step_ms": None,
+            "first_request_latency_s": None,
+        }
+        out["degraded_measurement"] = {**measured, **server, "first_request_latency_s": first}
+    else:
+        out |= measured
+        out["error"] = _error(case)
+        out |= server
+        out["first_request_latency_s"] = first
+    out["notes"] = list(fr.notes) if fr else []
+    return out
 
 
 def spread_pct(samples: list[float]) -> float | None:

@@ -23,7 +23,7 @@ from lab.results.store import (
     RunDir,
     as_run_dir,
     load_results,
-    write_dashboard_history,
+    write_exports,
     write_results,
 )
 from lab.results.summary_md import render_summary
@@ -99,8 +99,10 @@ def record_and_report(
     results: RunResults,
     db_path: str | os.PathLike[str],
     policy: RegressionPolicy | None = None,
+    exports: Sequence[str] = (),
 ) -> Reports:
-    """Write results.json, judge regressions against history, record the run, write reports.
+    """Write results.json, judge regressions against history, record the run, write the
+    exports the suite asks for (store.write_exports), write reports.
 
     results.json is written first, so it stands whatever happens to the history. A history
     error (corrupt, unreadable) still lets everything else be written, and is raised last."""
@@ -116,7 +118,7 @@ def record_and_report(
             record_run(db_path, results)
     except LabError as e:
         problem = e
-    write_dashboard_history(rd, results)
+    write_exports(rd, results, exports)
     notes = [f"History unavailable: {problem}"] if problem else []
     reports = write_reports(rd, results, db_path, notes)
     if problem is not None:

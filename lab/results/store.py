@@ -75,6 +75,10 @@ class RunDir:
     def report(self) -> Path:
         return self.path / "report.html"
 
+    def export(self, name: str) -> Path:
+        """`lab export NAME` written by the nightly (a suite's "exports")."""
+        return self.path / f"{name}.json"
+
     @property
     def logs(self) -> Path:
         return self.path / "logs"
@@ -100,19 +104,25 @@ def write_results(run_dir: RunDir | str | os.PathLike[str], results: RunResults)
     return write_json_atomic(as_run_dir(run_dir).results, results.to_results_json())
 
 
-def write_dashboard_history(
-    run_dir: RunDir | str | os.PathLike[str], results: RunResults
-) -> Path | None:
-    """A finished nightly that did not share the host (a run regression detection may take as a
-    baseline) also goes to `<out root>/diffusion-comparisons/`, named and shaped as sglang's
-    dashboard reads its history (upstream.HISTORY_DIR): `--history-dir` that folder. Other
-    runs are no baseline there either; None for them."""
-    if results.status != "finished" or not may_be_baseline(results.kind, results.shared_host):
-        return None
-    folder = as_run_dir(run_dir).root / upstream.HISTORY_DIR
-    return write_json_atomic(
-        folder / upstream.history_file_name(results), results.to_results_json()
-    )
+def write_exports(
+    run_dir: RunDir | str | os.PathLike[str], results: RunResults, exports: Iterable[str]
+) -> list[Path]:
+    """The exports a suite asks for (`"exports"`), each beside results.json as `<name>.json`. A
+    finished nightly that did not share the host (a run regression detection may take as a
+    baseline) also puts its sglang-dashboard export in `<out root>/diffusion-comparisons/`,
+    named as sglang's dashboard reads its history (`--history-dir` that folder)."""
+    rd = as_run_dir(run_dir)
+    written = []
+    for name in exports:
+        if name != upstream.NAME:  # lab/config.py lets no other name through
+            raise LabError(f"no export named {name!r}")
+        export = upstream.sglang_dashboard(results)
+        written.append(write_json_atomic(rd.export(name), export))
+        baseline = may_be_baseline(results.kind, results.shared_host)
+        if results.status == "finished" and baseline:
+            folder = rd.root / upstream.HISTORY_DIR
+            written.append(write_json_atomic(folder / upstream.history_file_name(results), export))
+    return written
 
 
 def load_results(run_dir: RunDir | str | os.PathLike[str]) -> RunResults:

@@ -1,4 +1,4 @@
-"""The fields of a results.json row that sglang's own tools read, as they read them.
+"""`lab export sglang-dashboard`: a run's results in sglang's comparison-results dialect.
 
 Read at sgl-project/sglang, scripts/ci/utils/diffusion/: generate_diffusion_dashboard.py
 (commit 13cf5569b24f55fb08ccdcd34738ca2d4050aa6a), post_diffusion_comparison_to_slack.py
@@ -6,33 +6,47 @@ Read at sgl-project/sglang, scripts/ci/utils/diffusion/: generate_diffusion_dash
 (3bebcadb0af9b865c0563e040971ea25206b6cfb), and run_comparison.py, which writes the rows
 (03635624690c11ff6ea89d288ca1854b521d9b1c). What follows from them:
 
-- A row with `latency_s` is a clean, like-for-like measurement: the dashboard shows it green and
-  takes it into the 5-run baseline; Slack counts only rows whose `latency_s` is null as failed.
-  So a degraded case (passed only on a lower ladder rung) exports `latency_s` null and an
-  `error` that says so; its figures stay in the lab's own `degraded_measurement`.
-- The dashboard judges, charts and breaks down only framework "sglang". The reference server
-  speaks sglang's flags, API and perf dumps, so its rows export as "sglang" (the lab's name in
-  `lab_framework`) unless the case also runs real sglang.
-- Server timings: `server_latency_samples_s` (one per readable perf dump) and
-  `missing_perf_dumps` give the dashboard's "Server samples" column; the stage medians use
-  sglang's stage names (TextEncodingStage, DenoisingStage, DecodingStage)."""
+- The dashboard reads, at the top: `timestamp`, `commit_sha`, `methodology` and
+  `warmup_requests` (it keeps only history runs whose two are equal to the night's), `results`;
+  per row: `case_id`, `framework`, `model`, `latency_s`, `measurement_count`,
+  `first_request_latency_s`, `server_latency_s`, `server_latency_samples_s`,
+  `missing_perf_dumps`, `server_stage_medians_ms`, `median_denoise_step_ms`. The lab's rows
+  (results/model.row_fields) carry all of them under those names.
+- Every case in the file is judged on its "sglang" row: no latency is ❌ "SGLang latency is N/A
+  (broken)", a >5 % rise on the median of the 5 newest comparable runs ⚠️, slower than a
+  competitor 🔴; any of the three raises "Action Required — Performance Alert" (an issue on
+  GitHub in sglang's CI). Slack counts rows whose `latency_s` is null as failed. So the export
+  holds only diffusion comparisons in which sglang ran (passed or failed: a failure is a real ❌);
+  the rest is named in `methodology_notes`, never exported as broken.
+- `methodology` stays one stable name per way of measuring, since the dashboard compares it for
+  equality with its history: what a night left out (which changes night to night) goes to
+  `methodology_notes` and `left_out`. A stand-in export gets its own `methodology`, so it never
+  joins a real sglang history."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lab.contract import FrameworkResult, Outcome
+from lab.contract import Outcome
+from lab.errors import LabError
+from lab.results.model import CaseResult, RunResults
 
-if TYPE_CHECKING:
-    from lab.results.model import CaseResult, RunResults
+NAME = "sglang-dashboard"
+SGLANG = "sglang"
+# Lab servers that speak sglang's flags, API and perf dumps: what --stand-in may name.
+STAND_INS = ("reference",)
 
-# History as sglang keeps it: publish_comparison_results.py (7e7b2dfd…, 3bebcadb…) stores each
-# night's results as diffusion-comparisons/{YYYY-MM-DD}_{run id}.json; generate_diffusion_
-# dashboard.py --history-dir DIR (13cf5569…) reads DIR/*.json, newest first by file name (its 29
-# newest), and keeps those with the current run's methodology and warmup_requests. Lab run ids
-# start with their UTC start time, so names sort by time within a day too.
+# History as sglang keeps it: publish_comparison_results.py stores each night's export as
+# diffusion-comparisons/{YYYY-MM-DD}_{run id}.json; the dashboard's --history-dir DIR reads
+# DIR/*.json, newest first by file name (its 29 newest). Lab run ids start with their UTC start
+# time, so names sort by time within a day too.
 HISTORY_DIR = "diffusion-comparisons"
+
+# Why a case is left out, in the order methodology_notes lists them.
+NOT_DIFFUSION = "not a diffusion comparison (an LLM or test case)"
+DID_NOT_RUN = "did not run ({outcome})"
+NO_SGLANG = "no {name} row"
 
 
 def history_file_name(results: RunResults) -> str:
@@ -40,65 +54,72 @@ def history_file_name(results: RunResults) -> str:
     return f"{day:%Y-%m-%d}_{results.run_id}.json"
 
 
-SPEAKS_SGLANG = ("reference",)  # lab frameworks that stand in for sglang on upstream's tools
+def check_stand_in(stand_in: str | None) -> None:
+    if stand_in is not None and stand_in not in STAND_INS:
+        raise LabError(
+            f"--stand-in {stand_in!r}: only {', '.join(STAND_INS)} can stand in for sglang "
+            "(a server that speaks sglang's flags, API and perf dumps)"
+        )
 
 
-def exported_framework(name: str, case_frameworks: list[str]) -> str:
-    if name in SPEAKS_SGLANG and "sglang" not in case_frameworks:
-        return "sglang"
-    return name
+def _ran(case: CaseResult) -> list[str]:
+    return [fr.framework for fr in case.framework_results()] or case.frameworks
 
 
-def _error(case: CaseResult) -> str | None:
-    if case.outcome is Outcome.passed:
-        return None
-    if case.outcome is Outcome.degraded:
-        return (
-            f"degraded: passed only on ladder rung {case.degraded_rung!r}, not as configured "
-            f"(not like-for-like; figures in degraded_measurement): {case.original_failure or ''}"
-        ).rstrip(": ")
-    return f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome)
+def _left_out_because(case: CaseResult, served_as_sglang: str) -> str | None:
+    if case.kind != "comparison" or case.task == "chat":
+        return NOT_DIFFUSION
+    # skipped and interrupted never measured; infra_error is the lab's own failure, not sglang's
+    if case.outcome in (Outcome.skipped, Outcome.interrupted, Outcome.infra_error):
+        return DID_NOT_RUN.format(outcome=case.outcome)
+    if SGLANG not in _ran(case) and served_as_sglang not in _ran(case):
+        return NO_SGLANG.format(name=SGLANG if served_as_sglang == SGLANG else "sglang or stand-in")
+    return None
 
 
-def row_fields(case: CaseResult, fr: FrameworkResult | None) -> dict[str, Any]:
-    """framework … first_request_latency_s as sglang's tools read them, then the lab's
-    additions that explain them (lab_framework, degraded_measurement, notes)."""
-    name = fr.framework if fr else (case.frameworks[0] if case.frameworks else None)
-    measured: dict[str, Any] = {
-        "latency_s": fr.latency_s if fr else None,
-        "latency_samples_s": fr.latency_samples_s if fr else [],
-        "measurement_count": fr.measurement_count if fr else 0,
+def sglang_dashboard(results: RunResults, stand_in: str | None = None) -> dict[str, Any]:
+    """The export: the lab's rows of the cases kept, `framework` as the dashboard reads it. With
+    `stand_in` (a name in STAND_INS), that server's rows are exported as "sglang" in cases
+    without a real sglang row, and `methodology` and `methodology_notes` say so."""
+    check_stand_in(stand_in)
+    served_as_sglang = stand_in or SGLANG
+    left_out: dict[str, str] = {}
+    kept: dict[str, CaseResult] = {}
+    for case in results.cases:
+        why = _left_out_because(case, served_as_sglang)
+        if why:
+            left_out[case.case_id] = why
+        else:
+            kept[case.case_id] = case
+    rows = []
+    for row in results.result_rows():
+        keep = kept.get(row["case_id"])
+        if keep is None:
+            continue
+        if stand_in and row["framework"] == stand_in and SGLANG not in _ran(keep):
+            row = {**row, "framework": SGLANG, "served_by": stand_in}
+        rows.append(row)
+    notes = []
+    if stand_in:
+        notes.append(
+            f"Stand-in: rows named sglang were served by the lab's {stand_in!r} server (it "
+            "speaks sglang's flags, API and perf dumps), not by sglang; a demo of the "
+            "dashboard, not a measurement of sglang."
+        )
+    for why in dict.fromkeys(left_out.values()):
+        ids = [cid for cid, w in left_out.items() if w == why]
+        notes.append(f"Left out {len(ids)} case(s): {why}: {', '.join(ids)}.")
+    methodology = results.methodology + (f"+stand-in:{stand_in}" if stand_in else "")
+    return {
+        "timestamp": results.timestamp,
+        "commit_sha": results.commit_sha,
+        "commit_source": results.commit_source,
+        "run_id": results.run_id,
+        "methodology": methodology,
+        "methodology_notes": notes,
+        "warmup_requests": results.warmup_requests,
+        "measurement_repeats": results.measurement_repeats,
+        "export": NAME,
+        "left_out": left_out,
+        "results": rows,
     }
-    server: dict[str, Any] = {}
-    if fr and fr.server_latency_samples_s:
-        server["server_latency_samples_s"] = fr.server_latency_samples_s
-    server["server_latency_s"] = fr.server_latency_s if fr else None
-    server["server_stage_medians_ms"] = fr.server_stage_medians_ms if fr else None
-    server["median_denoise_step_ms"] = fr.median_denoise_step_ms if fr else None
-    if fr and fr.missing_perf_dumps:
-        server["missing_perf_dumps"] = fr.missing_perf_dumps
-    first = fr.first_request_latency_s if fr else None
-    out: dict[str, Any] = {
-        "framework": exported_framework(name, case.frameworks) if name else name,
-        "model": case.model,
-        "task": case.task,
-    }
-    if case.outcome is Outcome.degraded:
-        out |= {"latency_s": None, "latency_samples_s": [], "measurement_count": 0}
-        out["error"] = _error(case)
-        out |= {
-            "server_latency_s": None,
-            "server_stage_medians_ms": None,
-            "median_denoise_step_ms": None,
-            "first_request_latency_s": None,
-        }
-        out["degraded_measurement"] = {**measured, **server, "first_request_latency_s": first}
-    else:
-        out |= measured
-        out["error"] = _error(case)
-        out |= server
-        out["first_request_latency_s"] = first
-    if name and out["framework"] != name:
-        out["lab_framework"] = name
-    out["notes"] = list(fr.notes) if fr else []
-    return out

@@ -48,5 +48,5 @@ def test_grown_peak_memory_is_flagged_with_its_baseline(tmp_path):
     (m,) = c.memory_regressions
     assert (m.verdict, m.baseline_median_mib, m.baseline_runs) == ("regressed", 20000.0, 5)
     assert "+20.0 % vs median 20000 MiB of 5 runs" in c.memory_regression_detail
-    row = tonight.sglang_rows()[0]
+    row = tonight.result_rows()[0]
     assert row["memory_regression"] == "regressed" and row["mde_pct"] is not None
