@@ -183,6 +183,9 @@ def framework_outcome(case: CaseResult, fr: FrameworkResult) -> Outcome:
 
 
 def _case_rows(case: CaseResult) -> Iterator[_CaseFields]:
+    # `framework` (part of every series key) is the lab's name of the server, as it always was
+    # here: the old relabelling of reference rows as "sglang" lived only in results.json rows,
+    # so databases of older runs need no migration and their series go on unbroken.
     findings = {f.framework: f for f in case.regressions}
     frs = case.framework_results()
     if not frs:  # never started, skipped, interrupted before a result: one row for the case

@@ -3,6 +3,7 @@ number formats. One place, so the reports never disagree about a case."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,3 +170,21 @@ def uncertainty_cells(case: CaseResult, fr: FrameworkResult | None) -> tuple[str
         fmt_pct(u["latency_cv_pct"]),
         fmt_pct(u["mde_pct"]),
     )
+
+
+def commit_facts(results: RunResults, run_dir: Path | None) -> list[tuple[str, str]]:
+    """The two commits a reader asks about, each whole and labelled: the lab's own (manifest.json
+    lab.commit) and the served framework's version/commit (results.json commit_sha, with where
+    it came from)."""
+    lab_commit = "unknown (no manifest.json)"
+    try:
+        lab = json.loads((run_dir / "manifest.json").read_text()).get("lab", {}) if run_dir else {}
+        if isinstance(lab, dict):
+            why = lab.get("commit_unknown_because") or "not recorded"
+            lab_commit = lab.get("commit") or f"unknown ({why})"
+    except (OSError, ValueError):
+        pass
+    served = results.commit_sha or f"unknown ({results.commit_unknown_because or 'not recorded'})"
+    if results.commit_sha and results.commit_source:
+        served += f" (from {results.commit_source})"
+    return [("lab commit", lab_commit), ("served framework version/commit", served)]

@@ -99,12 +99,9 @@ def _img(png: bytes | None, alt: str, missing: str) -> str:
     return f'<img class="chart" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _run_facts(results: RunResults) -> str:
+def _run_facts(results: RunResults, run_dir: Path | None) -> str:
     """What ran where and when: the header a reader checks before trusting any number."""
     e = escape
-    commit = results.commit_sha[:12] if results.commit_sha else "unknown"
-    if results.commit_source:
-        commit += f" (from {results.commit_source})"
     wall = rc.wall_s(results)
     if results.shared_host:
         others = ", ".join(results.shared_with) or "another lab run"
@@ -114,7 +111,7 @@ def _run_facts(results: RunResults) -> str:
     facts = [
         ("started", results.timestamp),
         ("duration", rc.fmt_duration(wall) + " (first attempt's start to last one's end)"),
-        ("commit", commit),
+        *rc.commit_facts(results, run_dir),
         ("host", results.host or "-"),
         ("runtime", results.runtime or "-"),
         ("GPU", results.gpu_model or "none"),
@@ -196,7 +193,7 @@ def render_html(
         f"<title>Nightly Lab {e(results.run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Nightly Lab run {e(results.run_id)}</h1>",
     ]
-    parts.append(_run_facts(results))
+    parts.append(_run_facts(results, run_dir))
     if results.status == "interrupted":
         parts.append(
             '<p class="banner"><b>Interrupted</b>: the run was stopped before every case '

@@ -38,7 +38,7 @@ def render_summary(
         ]
     lines += [f"**{rc.headline(results)}**", ""]
     meta = [
-        f"commit `{results.commit_sha[:12]}`" if results.commit_sha else None,
+        *(f"{label} `{value}`" for label, value in rc.commit_facts(results, run_dir)),
         f"GPU {results.gpu_model}" if results.gpu_model else None,
         f"runtime {results.runtime}" if results.runtime else None,
         f"methodology {results.methodology} ({results.warmup_requests} warmup, "

@@ -273,3 +273,22 @@ def test_latency_chart_dates_carry_the_time(monkeypatch: pytest.MonkeyPatch):
     (fig,) = drawn
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["12-02 01:00", "12-02 13:30"]
+
+
+def test_the_header_names_both_commits_whole_and_labelled(tmp_path):
+    from lab.results.store import build_manifest, write_manifest
+
+    tonight = run(3, [case("a", [framework("reference", 0.5)])])
+    tonight.commit_sha, tonight.commit_source = (
+        "nightly-lab-refserver 0.1.0",
+        "server-version:reference",
+    )
+    rd = RunDir.create(tmp_path, tonight.run_id)
+    lab_sha = "0123456789abcdef0123456789abcdef01234567"
+    write_manifest(rd, build_manifest(tonight, case_json={}, lab_commit=lab_sha))
+    reports = record_and_report(rd, tonight, tmp_path / "history.sqlite")
+    summary, html = reports.summary.read_text(), reports.html.read_text()
+    assert f"lab commit `{lab_sha}`" in summary
+    served = "nightly-lab-refserver 0.1.0 (from server-version:reference)"
+    assert f"served framework version/commit `{served}`" in summary
+    assert lab_sha in html and served in html and "nightly-lab- (" not in html
