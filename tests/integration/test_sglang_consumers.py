@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +98,14 @@ def test_a_lab_nightly_reads_in_sglangs_dashboard_slack_and_perf_dump_dialect(
         ],
     )
     no_ci = {"LAB_COMMIT_SHA": "", "GITHUB_SHA": ""}
-    code, run, run_dir, err = run_nightly(suite, tmp_path / "runs", "netns", env=no_ci)
+    code, record, run_dir, err = run_nightly(suite, tmp_path / "runs", "netns", env=no_ci)
     assert code == 0, err
-    assert list(run)[:5] == list(TOP_KEYS)
+    assert {r["framework"] for r in record["results"]} == {"reference"}  # what ran
+    out = tmp_path / "export.json"
+    lab = [sys.executable, "-m", "lab.cli", "export", "sglang-dashboard", str(run_dir)]
+    subprocess.run([*lab, "-o", str(out), "--stand-in", "reference"], check=True)
+    run = json.loads(out.read_text())
+    assert list(record)[:5] == list(TOP_KEYS)
     # no commit named and no image (netns): the lab's own checkout is not taken for sglang's
     if run.get("commit_sha") is None:
         assert "no server reported its version" in run["commit_unknown_because"]
@@ -111,7 +118,7 @@ def test_a_lab_nightly_reads_in_sglangs_dashboard_slack_and_perf_dump_dialect(
     assert set(view) == {"image", "video"}  # the lab's own cases show up
     for cid in ("image", "video"):
         v = view[cid]
-        assert v["risk"] == "ok" and rows[cid]["lab_framework"] == "reference"
+        assert v["risk"] == "ok" and rows[cid]["served_by"] == "reference"
         assert v["server_samples"] == (2, 2)
         assert None not in (v["server_total_s"], v["text_encode_s"], v["denoise_s"], v["decode_s"])
         assert v["denoise_step_ms"] > 0
@@ -152,20 +159,18 @@ def dashboard_history(history_dir: Path, current: dict[str, Any]) -> list[dict[s
 
 
 def test_each_nightly_lands_in_the_history_folder_sglangs_dashboard_reads(tmp_path: Path) -> None:
-    suite = write_suite(tmp_path, [ref_case("image", steps=2)])
+    suite = write_suite(tmp_path, [ref_case("image", steps=2)], exports=["sglang-dashboard"])
     out = tmp_path / "runs"
     nights = []
     for _ in range(2):
-        code, run, _, err = run_nightly(suite, out, "netns")
+        code, _, run_dir, err = run_nightly(suite, out, "netns")
         assert code == 0, err
-        nights.append(run)
+        nights.append(json.loads((run_dir / "sglang-dashboard.json").read_text()))
     folder = out / "diffusion-comparisons"
     names = sorted(p.name for p in folder.iterdir())
     assert names == [f"{r['timestamp'][:10]}_{r['run_id']}.json" for r in nights]  # UTC dates
     history = dashboard_history(folder, nights[-1])
     assert [h["run_id"] for h in history] == [nights[1]["run_id"], nights[0]["run_id"]]
-    assert history[::-1] == nights  # each file is that night's results.json, as finished
-    latencies = [h["results"][0]["latency_s"] for h in history]
-    assert all(v and v > 0 for v in latencies) and {
-        h["results"][0]["framework"] for h in history
-    } == {"sglang"}
+    assert history[::-1] == nights  # each file is that night's export, as finished
+    # no sglang ran: nothing for its dashboard to mark broken, and the export says why
+    assert all(h["results"] == [] and h["left_out"] == {"image": "no sglang row"} for h in history)
