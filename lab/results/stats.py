@@ -160,7 +160,8 @@ def too_few(
     `effect_pct`; None when the samples are enough."""
     n = len(samples)
     if n < 2:
-        return f"n = {n}: too few for a {effect_pct:g} % verdict; at least {ORDER_STAT_MIN_N} repeats needed"
+        need_at_least = f"at least {ORDER_STAT_MIN_N} repeats needed"
+        return f"n = {n}: too few for a {effect_pct:g} % verdict; {need_at_least}"
     need = repeats_needed(samples, effect_pct, alpha, power)
     if n >= need:
         return None
