@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lab.errors import ConfigError
+from lab.frameworks import names as framework_names
 from lab.frameworks.args import check_args as _check_args
 from lab.frameworks.args import fill_placeholders, split_args
 from lab.frameworks.rung import Rung
@@ -39,23 +40,17 @@ TEST_PLACEHOLDERS = ("out_dir", "config_dir", "port", "host", "python")
 
 def runnable_frameworks() -> tuple[str, ...]:
     """The frameworks the lab runs: the registry of lab/frameworks, asked, never repeated."""
-    from lab.frameworks import framework_names
-
-    return framework_names()
+    return framework_names.runnable()
 
 
 def llm_frameworks() -> tuple[str, ...]:
     """The LLM servers: chat completions, the memory-fraction ladder, their flags checked."""
-    from lab.frameworks import chat_framework_names
-
-    return chat_framework_names()
+    return framework_names.chat()
 
 
 def known_frameworks() -> tuple[str, ...]:
     """What a suite may name: the runnable ones and comfyui (it loads and is reported)."""
-    from lab.frameworks import comfyui
-
-    return (*runnable_frameworks(), comfyui.NAME)
+    return framework_names.known()
 
 
 # Sample values of the right types: enough to prove a template fills and splits.

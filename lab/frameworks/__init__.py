@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lab.frameworks import names
 from lab.frameworks.base import Framework
 from lab.frameworks.custom import Custom
 from lab.frameworks.lightx2v import LightX2V
@@ -35,6 +36,9 @@ def framework_names() -> tuple[str, ...]:
 def chat_framework_names() -> tuple[str, ...]:
     """The LLM servers: chat-completion requests and the memory-fraction ladder."""
     return tuple(n for n, f in REGISTRY.items() if issubclass(f, LlmServer))
+
+
+names.install(lambda: (framework_names(), chat_framework_names()))
 
 
 def get_framework(name: str) -> Framework:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from lab.config import Case
 
 
-NAME = "comfyui"
+NAME = "comfyui"  # lab/frameworks/names.py NOT_RUN
 
 
 def launch_preview(case: Case, host: str = "127.0.0.1", port: int = 30000) -> str:

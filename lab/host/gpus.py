@@ -5,6 +5,7 @@ Indices are NVML's (PCI bus order). On a machine without an NVIDIA driver every 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -131,23 +132,29 @@ def minor_numbers(indices: Iterable[int]) -> dict[int, int]:
     return out
 
 
+def _wanted(arg: str) -> list[int] | None:
+    """`--gpus 0,1 | none` as indices (None for none); LabError for anything else."""
+    if arg.strip().lower() == "none":
+        return None
+    try:
+        wanted = [int(x) for x in arg.split(",") if x.strip()]
+    except ValueError:
+        wanted = []
+    if not wanted or min(wanted) < 0:
+        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none")
+    if len(set(wanted)) != len(wanted):
+        raise LabError(f"--gpus {arg}: a GPU is named twice")
+    return wanted
+
+
 def resolve_gpus(arg: str | None) -> list[GpuInfo]:
     """`--gpus 0,1 | none`: the GPUs named, checked against NVML; None: all NVML sees."""
     found = inventory()
     if arg is None:
         return found
-    if arg.strip().lower() == "none":
+    wanted = _wanted(arg)
+    if wanted is None:
         return []
-    try:
-        wanted = [int(x) for x in arg.split(",") if x.strip()]
-    except ValueError:
-        raise LabError(
-            f"--gpus {arg!r}: expected a comma-separated list of indices, or none"
-        ) from None
-    if not wanted:
-        raise LabError(f"--gpus {arg!r}: expected a comma-separated list of indices, or none")
-    if len(set(wanted)) != len(wanted):
-        raise LabError(f"--gpus {arg}: a GPU is named twice")
     if not found:  # a sandbox would fail on the missing device, after retries: say it now
         why = unavailable_reason() or "NVML lists no GPU"
         raise LabError(
@@ -159,3 +166,33 @@ def resolve_gpus(arg: str | None) -> list[GpuInfo]:
     if missing:
         raise LabError(f"--gpus {arg}: no GPU {missing} here; NVML sees {sorted(by_index)}")
     return [by_index[i] for i in wanted]
+
+
+PLANNED = "planned"  # the name of a GPU a dry run plans for and this machine lacks
+
+
+def planned_gpus(arg: str | None) -> tuple[list[GpuInfo], str] | None:
+    """`--dry-run --gpus ...` naming GPUs this machine lacks: the runner's GPUs to plan for, and
+    the line that says so; None when the GPUs named are here (or none are named).
+
+    `--gpus 0,1,2,3` is that runner's indices; a single number N that is not a GPU here is a
+    runner with N GPUs (0..N-1), as in `--gpus 8` (`--gpus 0`: GPU 0, one GPU). Their memory
+    is unknown here (infinite, as `lab render k8s` plans pods); CUDA_VISIBLE_DEVICES names them
+    by index."""
+    if arg is None:
+        return None
+    wanted = _wanted(arg)
+    here = {g.index for g in inventory()}
+    if wanted is None or set(wanted) <= here:
+        return None
+    if len(wanted) == 1 and "," not in arg and wanted[0] > 0:
+        wanted = list(range(wanted[0]))
+    gpus = [GpuInfo(index=i, name=PLANNED, uuid="", memory_total_mib=math.inf) for i in wanted]
+    none_why = unavailable_reason() or "NVML lists no GPU"
+    why = f"this machine has GPUs {sorted(here)}" if here else f"this machine has none: {none_why}"
+    line = (
+        f"# plan for a runner with {len(wanted)} GPU{'' if len(wanted) == 1 else 's'} "
+        f"({','.join(map(str, wanted))}), not present here ({why}): each command line as that "
+        "runner would run it; nothing is started"
+    )
+    return gpus, line

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from lab.config import Case, LoadedSuite
 from lab.errors import LabError
 from lab.files import write_json_atomic
-from lab.host.gpus import GpuInfo, resolve_gpus
+from lab.host.gpus import GpuInfo, planned_gpus, resolve_gpus
 from lab.host.plan import CasePlan, RunContext, attempt_request, plan_cases
 from lab.host.runtimes.base import Runtime, places_work
 from lab.results.model import RunResults
@@ -58,6 +58,7 @@ class SuiteRun:
     results: RunResults | None = None
     signal_seen: int = 0
     history_problem: str | None = None
+    planned_for: str | None = None  # a dry run's line: the runner it plans for, not this machine
 
 
 Step = Callable[[SuiteRun], "SuiteRun | int"]
@@ -89,7 +90,12 @@ def choose_runtime(s: SuiteRun) -> SuiteRun:
     s.runtime = open_runtime(s.args.runtime, s.loaded)
     s.lab_places = places_work(s.runtime)
     # Slurm places attempts on its nodes' GPUs: this host's GPUs take no part.
-    s.gpus = resolve_gpus(getattr(s.args, "gpus", None)) if s.lab_places else []
+    arg = getattr(s.args, "gpus", None)
+    planned = planned_gpus(arg) if s.lab_places and s.opts.dry_run else None
+    if planned is not None:  # a dry run for a runner with GPUs this machine lacks
+        s.gpus, s.planned_for = planned
+    else:
+        s.gpus = resolve_gpus(arg) if s.lab_places else []
     return s
 
 
@@ -111,6 +117,8 @@ def list_dry_run(s: SuiteRun) -> SuiteRun | int:
     # The paths the run would write under --out (nothing is written there).
     run_dir = Path(s.args.out).resolve() / "DRY-RUN"
     ctx = RunContext(s.loaded, s.gpus, run_dir, "DRY-RUN", s.lab_places)
+    if s.planned_for:
+        print(s.planned_for)
     return print_dry_run(ctx, s.plans, s.runtime)
 
 

@@ -322,11 +322,13 @@ def uncertainty_fields(
 ) -> dict[str, Any]:
     """`latency_ci95_s`, `latency_cv_pct` and `mde_pct` of one row: the MDE against the case's
     history where regression detection had one, else from this night's samples alone."""
-    u = stats.uncertainty(samples)
+    u = stats.uncertainty(samples)  # too_few at the default policy's min_effect_pct
     finding = next((f for f in case.regressions if f.framework == framework), None)
     mde = finding.mde_pct if finding and finding.mde_pct is not None else (u.mde_pct if u else None)
     return {
         "latency_ci95_s": [round(v, 6) for v in u.ci95] if u and u.ci95 else None,
+        "latency_ci95_coverage": round(u.ci_coverage, 4) if u and u.ci_coverage else None,
+        "too_few": u.too_few if u else None,
         "latency_cv_pct": round(u.cv_pct, 2) if u and u.cv_pct is not None else None,
         "mde_pct": round(mde, 2) if mde is not None else None,
         "memory_regression": next(

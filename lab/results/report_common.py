@@ -165,6 +165,8 @@ def uncertainty_cells(case: CaseResult, fr: FrameworkResult | None) -> tuple[str
         return "-", "-", "-"
     u = uncertainty_fields(fr.latency_samples_s, case, fr.framework)
     ci = u["latency_ci95_s"]
+    if u["too_few"]:  # an interval and MDE no verdict can rest on: the sentence instead
+        return u["too_few"], fmt_pct(u["latency_cv_pct"]), "-"
     return (
         "-" if ci is None else f"{ci[0]:.3f}–{ci[1]:.3f} s",
         fmt_pct(u["latency_cv_pct"]),

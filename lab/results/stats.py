@@ -7,7 +7,9 @@ a prediction-interval test of the new value against the distribution of the hist
 on log values, so a change is relative), gated by a minimum effect size.
 
 The MDE (minimum detectable change) is the true change that this test flags in `POWER` of nights:
-`(t_crit + z_power) * sigma * sqrt(1 + 1/k)` on the log scale, never below the minimum effect."""
+`(t_crit + z_power) * sigma * sqrt(1 + 1/k)` on the log scale, never below the minimum effect.
+The CI of one night's median is distribution-free and never leaves [min, max] of its samples
+(README "Regression verdicts and measurement uncertainty")."""
 
 from __future__ import annotations
 
@@ -24,9 +26,12 @@ ALPHA = 0.01  # two-sided false-alarm probability per case-night of the history 
 POWER = 0.8
 MIN_EFFECT_PCT = 3.0
 MIN_HISTORY = 3  # comparable earlier nights needed before a verdict other than inconclusive
-# Below this many samples an order-statistic interval cannot reach 95 %; a t interval on the
-# median's normal-approximation standard error is used instead.
+# The fewest samples whose widest interval, [min, max], covers the median at 95 %: it does with
+# probability 1 - 2 * 0.5**n (96.9 % at 6; 75 % at 3). Below it no interval inside the samples
+# reaches 95 %: a seeded bootstrap on log latency is shown and the row says it is too few.
 ORDER_STAT_MIN_N = 6
+BOOTSTRAP_SEED = 0  # the same samples give the same interval, night after night
+BOOTSTRAP_RESAMPLES = 2000
 # The median's standard error is sqrt(pi/2) times the mean's for normal samples.
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
 
@@ -42,24 +47,54 @@ INCONCLUSIVE = "inconclusive"
 @dataclass(frozen=True)
 class Uncertainty:
     median: float
-    ci95: tuple[float, float] | None  # None with fewer than 2 samples
+    ci95: tuple[float, float] | None  # None with fewer than 2 samples; always inside [min, max]
+    ci_coverage: float | None  # what the order-statistic interval achieves; None: bootstrap
     cv_pct: float | None
     mde_pct: float | None  # detectable against one more night like this one, from samples only
+    too_few: str | None  # "n = 3: too few for a 3 % verdict; 14 repeats needed", else None
+
+
+def order_statistic_ci(
+    samples: Samples, confidence: float = CONFIDENCE
+) -> tuple[float, float, float] | None:
+    """The narrowest symmetric [x_(k), x_(n+1-k)] whose binomial coverage of the median,
+    P(k <= B <= n - k) for B ~ Bin(n, 1/2), is at least `confidence`: (low, high, coverage);
+    None below ORDER_STAT_MIN_N samples (at 95 %)."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = x.size
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1.0 - 2.0 * float(sps.binom.cdf(k - 1, n, 0.5))
+        if coverage < confidence:
+            break
+        best = (float(x[k - 1]), float(x[n - k]), coverage)
+    return best
 
 
 def median_ci(samples: Samples, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """A confidence interval of the median: order statistics (distribution-free) from 6 samples,
-    a t interval on the median's standard error below that; None for fewer than 2 samples."""
+    """A distribution-free confidence interval of the median, never outside [min, max]:
+    order statistics where n allows, else a seeded percentile bootstrap of the median of log
+    latency; None for fewer than 2 samples."""
     x = np.asarray(samples, dtype=float)
     if x.size < 2:
         return None
-    if x.size >= ORDER_STAT_MIN_N:
-        med = float(np.median(x))
-        ci = sps.quantile_test(x, q=med, p=0.5).confidence_interval(confidence)
-        return float(ci.low), float(ci.high)
-    med = float(np.median(x))
-    half = sps.t.ppf(0.5 + confidence / 2, x.size - 1) * median_se(x)
-    return med - half, med + half
+    exact = order_statistic_ci(x, confidence)
+    if exact is not None:
+        return exact[0], exact[1]
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if lo == hi or lo <= 0:
+        return lo, hi
+    res = sps.bootstrap(
+        (np.log(x),),
+        np.median,
+        confidence_level=confidence,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    ci = res.confidence_interval
+    med = float(np.median(x))  # exp(log(v)) may miss v by an ulp: clamp to the samples
+    return min(med, max(lo, float(np.exp(ci.low)))), max(med, min(hi, float(np.exp(ci.high))))
 
 
 def median_se(samples: Samples) -> float:
@@ -84,28 +119,67 @@ def _pct(log_change: float) -> float:
     return 100.0 * math.expm1(log_change)
 
 
+def _log_sd(x: npt.NDArray[np.float64]) -> float | None:
+    if x.size < 2 or float(np.min(x)) <= 0:
+        return None
+    return float(np.std(np.log(x), ddof=1))
+
+
+def _mde_factor(alpha: float, power: float) -> float:
+    """MDE on the log scale = this * sd(log samples) / sqrt(n): two nights, each a median."""
+    return (_z(1 - alpha / 2) + _z(power)) * math.sqrt(2) * MEDIAN_SE_FACTOR
+
+
 def sample_mde_pct(
     samples: Sequence[float], alpha: float = ALPHA, power: float = POWER
 ) -> float | None:
     """The change (in %) that two nights each measured like this one would tell apart, from the
-    width of this night's CI of the median alone (what `target_mde_pct` is met against)."""
+    spread of this night's log samples (what `target_mde_pct` is met against); None below
+    ORDER_STAT_MIN_N samples, too few for a distribution-free 95 % interval of the median."""
     x = np.asarray(samples, dtype=float)
-    ci = median_ci(x)
-    med = float(np.median(x)) if x.size else 0.0
-    if ci is None or med <= 0:
+    sd = _log_sd(x)
+    if sd is None or x.size < ORDER_STAT_MIN_N:
         return None
-    se_rel = (ci[1] - ci[0]) / (2 * _z(0.5 + CONFIDENCE / 2)) / med
-    return _pct((_z(1 - alpha / 2) + _z(power)) * math.sqrt(2) * se_rel)
+    return _pct(_mde_factor(alpha, power) * sd / math.sqrt(x.size))
 
 
-def uncertainty(samples: Sequence[float]) -> Uncertainty | None:
+def repeats_needed(
+    samples: Sequence[float], effect_pct: float, alpha: float = ALPHA, power: float = POWER
+) -> int:
+    """The fewest samples, at this night's spread, whose MDE is at most `effect_pct` (and never
+    fewer than ORDER_STAT_MIN_N)."""
+    sd = _log_sd(np.asarray(samples, dtype=float)) or 0.0
+    n = (_mde_factor(alpha, power) * sd / math.log1p(effect_pct / 100.0)) ** 2
+    return max(ORDER_STAT_MIN_N, math.ceil(n - 1e-9))
+
+
+def too_few(
+    samples: Sequence[float], effect_pct: float, alpha: float = ALPHA, power: float = POWER
+) -> str | None:
+    """The sentence a row shows instead of an interval and MDE that cannot support a verdict at
+    `effect_pct`; None when the samples are enough."""
+    n = len(samples)
+    if n < 2:
+        need_at_least = f"at least {ORDER_STAT_MIN_N} repeats needed"
+        return f"n = {n}: too few for a {effect_pct:g} % verdict; {need_at_least}"
+    need = repeats_needed(samples, effect_pct, alpha, power)
+    if n >= need:
+        return None
+    return f"n = {n}: too few for a {effect_pct:g} % verdict; {need} repeats needed"
+
+
+def uncertainty(samples: Sequence[float], effect_pct: float = MIN_EFFECT_PCT) -> Uncertainty | None:
+    """`effect_pct`: the smallest change a verdict is about (regression.verdict_effect_pct)."""
     if not samples:
         return None
+    exact = order_statistic_ci(samples)
     return Uncertainty(
         median=float(np.median(np.asarray(samples, dtype=float))),
         ci95=median_ci(samples),
+        ci_coverage=None if exact is None else exact[2],
         cv_pct=cv_pct(samples),
         mde_pct=sample_mde_pct(samples),
+        too_few=too_few(samples, effect_pct),
     )
 
 

@@ -1,7 +1,9 @@
 """The layering rules of lab/, read from the source (benchmarks/module_graph.py: every import, at
 any depth, except under `if TYPE_CHECKING:`): the sandbox never imports the host, results never
 import the runtimes or the sandbox, frameworks know only config and contract, and no two lab
-modules import each other, even lazily."""
+modules import each other, even lazily or for types only (`if TYPE_CHECKING:`): a type-only
+import never runs, so the layering rules leave it out, but a cycle through one is still two
+modules sharing one idea, and the cycle rule counts it."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def _load_module_graph() -> ModuleType:
 
 mg = _load_module_graph()
 GRAPH: dict[str, set[str]] = mg.import_graph(ROOT)
+TYPED_GRAPH: dict[str, set[str]] = mg.import_graph(ROOT, typed=True)
+# The one cycle the "record" engineer removes under issue #28; none other may appear.
+EXPECTED_CYCLES = [["lab.results.model", "lab.results.upstream"]]
 
 
 def within(module: str, package: str) -> bool:
@@ -64,6 +69,20 @@ def test_frameworks_import_only_config_contract_errors_and_frameworks() -> None:
 
 def test_no_import_cycles_among_lab_modules() -> None:
     assert mg.cycles(GRAPH) == []
+    assert mg.cycles(TYPED_GRAPH) == EXPECTED_CYCLES
+
+
+def test_config_is_a_leaf_below_the_frameworks() -> None:
+    """config asks lab/frameworks/names.py (no lab imports) for the names; the frameworks' classes,
+    which type their arguments with config's models, are never imported by config."""
+    below = {m for m in TYPED_GRAPH["lab.config"] if within(m, "lab.frameworks")}
+    assert below == {
+        "lab.frameworks.args",
+        "lab.frameworks.llm_flag_lists",
+        "lab.frameworks.names",
+        "lab.frameworks.rung",
+    }
+    assert all(not TYPED_GRAPH[m] - {"lab.frameworks.args"} for m in below)
 
 
 def test_the_graph_sees_lazy_imports_and_finds_a_cycle_through_them(tmp_path: Path) -> None:
@@ -77,9 +96,20 @@ def test_the_graph_sees_lazy_imports_and_finds_a_cycle_through_them(tmp_path: Pa
     (pkg / "host" / "c.py").write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lab.host import a\n"
     )
+    (pkg / "host" / "d.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lab.host import c\n"
+    )
     graph = mg.import_graph(tmp_path)
     assert graph["lab.host.a"] == {"lab.host.b"} and graph["lab.host.c"] == set()
     assert mg.cycles(graph) == [["lab.host.a", "lab.host.b"]]
+    (pkg / "host" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lab.host import d\n"
+    )
+    typed = mg.import_graph(tmp_path, typed=True)
+    assert (
+        typed["lab.host.c"] == {"lab.host.d"} and mg.import_graph(tmp_path)["lab.host.c"] == set()
+    )
+    assert mg.cycles(typed) == [["lab.host.a", "lab.host.b"], ["lab.host.c", "lab.host.d"]]
 
 
 def test_the_real_tree_has_the_edges_we_know() -> None:
