@@ -35,13 +35,13 @@ def png(width: int, height: int) -> bytes:
     )
 
 
-def process_started() -> float:
-    """Epoch seconds this process began (Linux: /proc, in clock ticks since boot)."""
+def since_process_start() -> float:
+    """Seconds since this process began: /proc's start tick against the uptime, one clock."""
     with open("/proc/self/stat") as f:
         ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/stat") as f:
-        btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
             pass
 
     srv = http.server.HTTPServer(("127.0.0.1", port), Handler)
-    print(f"LISTENING {time.time() - process_started():.3f}", flush=True)
+    print(f"LISTENING {since_process_start():.3f}", flush=True)
     srv.serve_forever()
 
 
