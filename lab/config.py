@@ -82,6 +82,8 @@ class FrameworkConfig(_Strict):
     health_path: str = "/health"
     ready_path: str | None = None
     request: Literal["image", "video", "none"] | None = None
+    # custom: the server writes sglang's perf dump to each request's `perf_dump_path`
+    perf_dumps: bool | None = None
     # comfyui (sglang's config has it; the lab reports it as unsupported)
     comfy_root: str | None = None
     python_bin: str | None = None
@@ -222,6 +224,17 @@ class Case(_Strict):
             custom = self.frameworks.get("custom")
             if custom is not None and not custom.command:
                 raise ValueError("framework 'custom' needs 'command'")
+            for name, fc in self.frameworks.items():
+                if fc.perf_dumps is not None and name != "custom":
+                    raise ValueError(
+                        f"frameworks.{name}.perf_dumps: only a 'custom' framework says whether "
+                        f"it writes perf dumps ({name}'s adapter knows)"
+                    )
+            if custom is not None and custom.perf_dumps and custom.request in (None, "none"):
+                raise ValueError(
+                    "frameworks.custom.perf_dumps needs 'request' image or video: the lab asks "
+                    "for a perf dump with a measured request"
+                )
         return self
 
     @property

@@ -170,7 +170,8 @@ class AttemptResult(_Model):
     gpus: list[int] = Field(default_factory=list)
     vram_gib: float | None = None
     extra_args: dict[str, list[str]] = Field(default_factory=dict)
-    # the attempt's own phases, outside any framework's: "ballast" (VRAM emulation held)
+    # where the attempt's time went: "ballast" (VRAM emulation held), then each framework phase
+    # ("healthy", "ready", "warmup", "measure", "teardown") summed over the frameworks
     phase_timings_s: dict[str, float] = Field(default_factory=dict)
     started_at: float
     finished_at: float
@@ -187,6 +188,19 @@ class AttemptResult(_Model):
     @property
     def exit_code(self) -> int:
         return exit_code_for(self.outcome)
+
+
+# An attempt's phases in the order they happen: the attempt's own (ballast), then a framework's.
+PHASES = ("ballast", "healthy", "ready", "warmup", "measure", "teardown")
+
+
+def summed_phases(own: dict[str, float], frameworks: list[FrameworkResult]) -> dict[str, float]:
+    """The attempt's own phase timings, then each framework phase summed over the frameworks."""
+    timings = dict(own)
+    for f in frameworks:
+        for k, v in f.phase_timings_s.items():
+            timings[k] = round(timings.get(k, 0.0) + v, 3)
+    return timings
 
 
 def load_spec(path: str | os.PathLike[str]) -> AttemptSpec:

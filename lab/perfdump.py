@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,25 @@ def parse_dump(path: Path) -> tuple[dict[str, Any] | None, str]:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         return None, f"parsed but has no total_duration_ms (keys: {keys})"
     return data, ""
+
+
+# A server that writes dumps has written this one by the time it answers, or within a few ms
+# (the reference server: before answering). The bound is paid once per attempt at most: after a
+# miss the next requests only look (benchmarks/attempt_overhead.py measures both).
+DUMP_WAIT_S = 1.0
+DUMP_POLL_S = 0.01
+
+
+def wait_for_dump(path: Path, bound_s: float) -> tuple[dict[str, Any] | None, str]:
+    """The dump at `path`, polled for up to `bound_s` (0: one look), or None and why not."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        dump, why = parse_dump(path)
+        if dump is not None:
+            return dump, ""
+        if time.monotonic() >= deadline:
+            return None, f"{why} after {bound_s:g} s" if bound_s else why
+        time.sleep(DUMP_POLL_S)
 
 
 def summarize(dumps: list[dict[str, Any]]) -> dict[str, Any]:

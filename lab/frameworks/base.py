@@ -39,6 +39,9 @@ class Framework:
     # A server that accounts device memory itself takes the emulated card's size by this flag
     # (on a machine without GPUs); None: only the GPU ballast can emulate a card for it.
     device_memory_flag: ClassVar[str | None] = None
+    # True when the server writes sglang's perf dump to a request's `perf_dump_path`: the lab
+    # then asks for one per measured request and waits (briefly) for it.
+    writes_perf_dumps: ClassVar[bool] = False
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int
@@ -73,6 +76,10 @@ class Framework:
 
     def style(self, cfg: FrameworkConfig) -> RequestStyle:
         return self.request_style
+
+    def perf_dumps(self, cfg: FrameworkConfig) -> bool:
+        """Whether this server, so configured, writes a perf dump per request."""
+        return self.writes_perf_dumps
 
     def request_body(self, case: Case, prompt: str, image_input: bytes | None) -> dict[str, Any]:
         """The JSON (or form) fields of one request to sglang's OpenAI-style endpoints, as

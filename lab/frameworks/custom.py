@@ -51,5 +51,8 @@ class Custom(Framework):
     def style(self, cfg: FrameworkConfig) -> RequestStyle:
         return "none" if cfg.request in (None, "none") else "openai"
 
+    def perf_dumps(self, cfg: FrameworkConfig) -> bool:
+        return bool(cfg.perf_dumps) and self.style(cfg) == "openai"
+
     def default_ladder(self, case: Case, cfg: FrameworkConfig) -> list[Rung]:
         return [Rung(name="as-configured")]  # a custom server declares its own rungs

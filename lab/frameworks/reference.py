@@ -22,6 +22,7 @@ class Reference(Framework):
     low_vram_args = "--dit-layerwise-offload --text-encoder-cpu-offload --vae-cpu-offload"
     device_memory_flag = DEVICE_MEMORY_FLAG
     version_path = SERVER_INFO_PATH
+    writes_perf_dumps = True
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -52,6 +52,7 @@ class SGLang(Framework):
     low_vram_args = "--dit-cpu-offload --text-encoder-cpu-offload --vae-cpu-offload"
     image = f"nightly-lab/sglang:{SGLANG_TAG}-lab{__version__}"
     version_path = SERVER_INFO_PATH
+    writes_perf_dumps = True
 
     def base_command(
         self, case: Case, cfg: FrameworkConfig, host: str, port: int, num_gpus: int

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.contract import FrameworkResult, Outcome, Phase
+from lab.contract import PHASES, FrameworkResult, Outcome, Phase, summed_phases
 from lab.results.model import CaseResult, RunResults, uncertainty_fields
 
 BUCKETS = ("passed", "degraded", "failed", "skipped", "interrupted")
@@ -131,6 +131,27 @@ def fmt_duration(seconds: float) -> str:
 def duration_s(case: CaseResult) -> float:
     """Wall time of all the case's attempts (what CI shows as the test's time)."""
     return sum(max(0.0, a.finished_at - a.started_at) for a in case.attempts)
+
+
+def time_split(case: CaseResult) -> list[tuple[str, float]]:
+    """Where the case's time went: each phase summed over its attempts, in the order they
+    happen, then "other" (what no phase covers: the sandbox's set-up, comparison, result)."""
+    totals: dict[str, float] = {}
+    for a in case.attempts:
+        timings = a.phase_timings_s
+        if not set(timings) - {"ballast"}:  # written before attempts summed their frameworks'
+            timings = summed_phases(timings, a.frameworks)
+        for k, v in timings.items():
+            totals[k] = totals.get(k, 0.0) + v
+    order = [p for p in PHASES if p in totals] + sorted(set(totals) - set(PHASES))
+    split = [(k, totals[k]) for k in order]
+    other = duration_s(case) - sum(totals.values())
+    return [*split, ("other", other)] if split and other >= 0.0005 else split
+
+
+def fmt_split(split: list[tuple[str, float]]) -> str:
+    """`healthy 0.20 · warmup 0.27 · measure 1.04 · other 0.03 s`."""
+    return " · ".join(f"{k} {v:.2f}" for k, v in split) + " s" if split else "-"
 
 
 def one_line(text: str, limit: int = 300) -> str:

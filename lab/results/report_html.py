@@ -34,6 +34,8 @@ img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px sol
 .status.new-failure { color: #c62828; font-weight: 700; } .status.fixed { color: #2e7d32; }
 .status.still-failing { color: #8e2424; } .fit.does-not-fit { color: #c62828; font-weight: 600; }
 .fit.tight { color: #f57f17; font-weight: 600; }
+.split { display: flex; width: 240px; height: 12px; background: #eee; }
+.split .phase { display: block; height: 100%; }
 .regressed { color: #c62828; font-weight: 600; } .improved { color: #2e7d32; font-weight: 600; }
 """
 
@@ -90,6 +92,44 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], raw: bool = Fal
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_PHASE_COLORS = {
+    "ballast": "#8d6e63",
+    "healthy": "#1e88e5",
+    "ready": "#90caf9",
+    "warmup": "#fb8c00",
+    "measure": "#43a047",
+    "teardown": "#8e24aa",
+    "other": "#bdbdbd",
+}
+
+
+def _time_split(results: RunResults) -> str:
+    """Per case, a stacked bar of where its time went (widths: shares of the case's time)."""
+    rows = []
+    for cs in results.cases:
+        split = rc.time_split(cs)
+        total = sum(v for _, v in split)
+        if not split or total <= 0:
+            continue
+        bar = "".join(
+            f'<span class="phase {escape(k)}" title="{escape(k)} {v:.2f} s" style="width:'
+            f'{100 * v / total:.1f}%;background:{_PHASE_COLORS.get(k, "#757575")}"></span>'
+            for k, v in split
+        )
+        rows.append(
+            (
+                escape(cs.case_id),
+                escape(f"{rc.duration_s(cs):.2f} s / {len(cs.attempts)}"),
+                f'<div class="split">{bar}</div>',
+                escape(rc.fmt_split(split)),
+            )
+        )
+    if not rows:
+        return ""
+    head = ("Case", "Time / attempts", "Where the time went", "Phases (summed over attempts)")
+    return "<h2>Where the time went</h2>" + _table(head, rows, True)
 
 
 def _img(png: bytes | None, alt: str, missing: str) -> str:
@@ -336,6 +376,7 @@ def render_html(
             True,
         )
     )
+    parts.append(_time_split(results))
     fits = [cs for cs in results.cases if cs.fleet_fit]
     if fits:
         parts.append("<h2>Fleet fit</h2>")

@@ -187,6 +187,15 @@ def render_summary(
         rows = [(c.case_id, *(str(f).partition(": ")[2] for f in c.fleet_fit)) for c in fits]
         lines += _table(("Case", *classes), rows)
 
+    timed = [(c, rc.time_split(c)) for c in results.cases if c.attempts]
+    if any(split for _, split in timed):
+        lines += ["## Where the time went", ""]
+        rows = [
+            (c.case_id, f"{rc.duration_s(c):.2f} s / {len(c.attempts)}", rc.fmt_split(split))
+            for c, split in timed
+        ]
+        lines += _table(("Case", "Time / attempts", "Phases (summed over attempts)"), rows)
+
     skipped = rc.cases_in(results, "skipped")
     if skipped:
         lines += [f"## Skipped ({len(skipped)})", ""]

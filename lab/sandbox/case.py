@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from lab import __version__, e2e
 from lab.config import Case
@@ -25,6 +24,7 @@ from lab.contract import (
     FrameworkResult,
     Outcome,
     Phase,
+    summed_phases,
 )
 from lab.files import write_atomic, write_json_atomic
 from lab.frameworks import get_framework, server_command
@@ -40,8 +40,8 @@ from lab.sandbox.client import (
     synthetic_image,
 )
 from lab.sandbox.result import (
+    PerfDumps,
     last_line,
-    record_server_timings,
     record_test_failures,
     telling_line,
 )
@@ -135,7 +135,7 @@ class Attempt:
             gpus=self.spec.gpus,
             vram_gib=self.spec.vram_gib,
             extra_args=self.spec.extra_args,
-            phase_timings_s=self.phase_timings_s,
+            phase_timings_s=summed_phases(self.phase_timings_s, runs),
             started_at=started,
             finished_at=time.time(),
             lab_version=__version__,
@@ -225,11 +225,13 @@ class Attempt:
                 try:
                     base_url = f"http://{spec.host}:{spec.port}"
                     health, ready = adapter.health_url_path(cfg), adapter.ready_path(cfg)
-                    session.wait_ready(
+                    healthy_at = session.wait_ready(
                         base_url, health, ready, self.case.model, spec.startup_timeout_s
                     )
                     res.ready_at = time.time()
-                    timings["startup"] = round(time.monotonic() - t0, 3)
+                    # start → health 200 → model listed (0 without a ready path)
+                    timings["healthy"] = round(healthy_at - t0, 3)
+                    timings["ready"] = round(time.monotonic() - healthy_at, 3)
                     res.server_version = server_version(base_url, adapter.version_path)
                     if adapter.style(cfg) != "none":
                         client = Client(
@@ -273,8 +275,9 @@ class Attempt:
     def _measure(self, session: ServerSession, client: Client, fw: str, run: _FrameworkRun) -> None:
         res = run.result
         perf_dir = self.out_dir / "perf"
-        perf_dir.mkdir(parents=True, exist_ok=True)
-        perfs: list[dict[str, Any]] = []
+        if client.writes_perf_dumps:
+            perf_dir.mkdir(parents=True, exist_ok=True)
+        dumps = PerfDumps()
         rates: list[float] = []  # output tokens per second, LLM servers
         target = self.case.target_mde_pct
         if target is not None:
@@ -296,15 +299,13 @@ class Attempt:
                 if spent + spent / len(res.latency_samples_s) > budget:
                     res.measurement_stop = "budget_spent"
                     break
-            dump = perf_dir / f"{fw}_{i + 1}.json"
+            dump = perf_dir / f"{fw}_{i + 1}.json" if client.writes_perf_dumps else None
             out = session.guarded(partial(client.send, prompt, dump), self.spec.request_timeout_s)
+            if dump is not None:
+                dumps.look(dump)
             res.latency_samples_s.append(round(out.latency_s, 4))
             if out.output_tokens and out.latency_s > 0:
                 rates.append(out.output_tokens / out.latency_s)
-            if out.perf:
-                perfs.append(out.perf)
-            elif client.writes_perf_dumps:
-                res.missing_perf_dumps += 1
             res.notes.extend(n for n in out.notes if n not in res.notes)
             if run.first_output is None:
                 run.first_output = out
@@ -316,7 +317,7 @@ class Attempt:
         if rates:
             res.output_tokens_per_s = round(statistics.median(rates), 2)
         if client.writes_perf_dumps:
-            record_server_timings(res, perfs)
+            dumps.record(res)
 
     def _image_input(self) -> bytes | None:
         if not self.case.needs_image_input:

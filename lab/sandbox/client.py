@@ -16,7 +16,6 @@ import requests
 
 from lab.config import Case, FrameworkConfig
 from lab.frameworks.base import Framework
-from lab.perfdump import parse_dump
 
 POLL_INTERVAL_S = 0.05
 IDENTICAL_PSNR_DB = 100.0  # identical outputs; JSON has no infinity
@@ -33,7 +32,6 @@ class Output:
     fmt: str  # "png", "gif", "mp4", ...
     latency_s: float
     frames: int | None = None
-    perf: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     output_tokens: int | None = None  # text: completion tokens the server reported
 
@@ -75,14 +73,12 @@ class Client:
         self.image_input = image_input
         self.out_dir = out_dir
         self.http = requests.Session()
+        # sglang's API (and the reference server's) take `perf_dump_path`; a custom server only
+        # when its config says so (lab/sandbox/case.py waits for the file)
+        self.writes_perf_dumps = framework.perf_dumps(cfg)
 
     def _body(self, prompt: str) -> dict[str, Any]:
         return self.framework.request_body(self.case, prompt, self.image_input)
-
-    @property
-    def writes_perf_dumps(self) -> bool:
-        """sglang's API (and the reference server's) take `perf_dump_path`; the others do not."""
-        return self.style == "openai"
 
     def send(self, prompt: str, perf_dump_path: Path | None = None) -> Output:
         t0 = time.perf_counter()
@@ -97,17 +93,13 @@ class Client:
         else:
             out = self._openai_image(prompt, perf_dump_path)
         out.latency_s = time.perf_counter() - t0
-        if perf_dump_path is not None and self.writes_perf_dumps:
-            out.perf, why = _read_perf_dump(perf_dump_path)
-            if out.perf is None:
-                out.notes.append(f"no server perf dump {perf_dump_path.name}: {why}")
         check_output(out, self.case)
         return out
 
     # --- sglang / reference: OpenAI-style endpoints -----------------------------------------
     def _openai_image(self, prompt: str, perf: Path | None) -> Output:
         body = self._body(prompt)
-        if perf is not None:
+        if perf is not None and self.writes_perf_dumps:
             body["perf_dump_path"] = str(perf)
         if self.case.needs_image_input:
             files = {"image": ("input.png", self.image_input or b"", "image/png")}
@@ -131,7 +123,7 @@ class Client:
 
     def _openai_video(self, prompt: str, perf: Path | None) -> Output:
         body = self._body(prompt)
-        if perf is not None:
+        if perf is not None and self.writes_perf_dumps:
             body["perf_dump_path"] = str(perf)
         if self.case.needs_image_input:
             form = {
@@ -264,17 +256,6 @@ def _video_format(raw: bytes) -> str:
     if raw[:8] == b"\x89PNG\r\n\x1a\n":
         return "apng"
     return "unknown"
-
-
-def _read_perf_dump(path: Path, wait_s: float = 5.0) -> tuple[dict[str, Any] | None, str]:
-    """The server writes its timings after answering; wait briefly instead of racing it, and
-    say why when none came (sglang's format, lab/perfdump.py)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        dump, why = parse_dump(path)
-        if dump is not None or time.monotonic() > deadline:
-            return dump, (f"{why} after {wait_s:g} s" if dump is None else "")
-        time.sleep(0.02)
 
 
 def check_output(out: Output, case: Case) -> None:

@@ -40,7 +40,38 @@ def record_test_failures(res: FrameworkResult, junit: Path) -> None:
     res.reason = f"{len(failed)} test(s) failed: {names}: {failed[0][1]}"
 
 
-def record_server_timings(res: FrameworkResult, perfs: list[dict[str, Any]]) -> None:
+class PerfDumps:
+    """The perf dumps of one framework's measured requests. The first missing one is waited for
+    up to the bound; after a miss the next are only looked at, so a server that stopped writing
+    them costs the bound once, not per request; each miss is looked at again at the end (a late
+    dump still counts) and the misses make one note."""
+
+    def __init__(self, bound_s: float = perfdump.DUMP_WAIT_S) -> None:
+        self.bound_s = bound_s
+        self.dumps: list[tuple[Path, dict[str, Any] | None, str]] = []
+
+    def look(self, path: Path) -> None:
+        missed = any(d is None for _, d, _ in self.dumps)
+        dump, why = perfdump.wait_for_dump(path, 0.0 if missed else self.bound_s)
+        self.dumps.append((path, dump, why))
+
+    def record(self, res: FrameworkResult) -> None:
+        found: list[dict[str, Any]] = []
+        first_miss = ""
+        for path, dump, why in self.dumps:
+            if dump is None:
+                dump, _ = perfdump.parse_dump(path)
+            if dump is not None:
+                found.append(dump)
+            else:
+                res.missing_perf_dumps += 1
+                first_miss = first_miss or f"{path.name}: {why}"
+        record_server_timings(res, found, first_miss)
+
+
+def record_server_timings(
+    res: FrameworkResult, perfs: list[dict[str, Any]], first_miss: str = ""
+) -> None:
     """Server-side latency and stage medians from the perf dumps the server wrote, as sglang's
     nightly summarizes them."""
     summary = perfdump.summarize(perfs)
@@ -52,4 +83,5 @@ def record_server_timings(res: FrameworkResult, perfs: list[dict[str, Any]]) -> 
         res.notes.append(
             f"{res.missing_perf_dumps}/{res.measurement_count} server perf dump(s) missing or "
             "unreadable: server timings cover the rest"
+            + (f" (first: {first_miss})" if first_miss else "")
         )

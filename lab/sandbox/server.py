@@ -304,12 +304,13 @@ class ServerSession:
 
     def wait_ready(
         self, base_url: str, health: str, ready: str | None, model: str, timeout_s: float
-    ) -> None:
+    ) -> float:
         """Health answers 200, then (when `ready`) the model card lists `model`; the server's
-        death or a fatal line ends the wait at once."""
+        death or a fatal line ends the wait at once. Returns when (monotonic) health said 200."""
         deadline = time.monotonic() + timeout_s
         http = requests.Session()
         healthy = False
+        healthy_at = 0.0
         while True:
             ended = self.ended("during startup")
             if ended:
@@ -317,8 +318,9 @@ class ServerSession:
             try:
                 if not healthy:
                     healthy = http.get(base_url + health, timeout=(0.2, 2.0)).status_code == 200
+                    healthy_at = time.monotonic()
                 if healthy and (ready is None or _lists_model(http, base_url + ready, model)):
-                    return
+                    return healthy_at
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
+IMAGE_SERVER = ROOT / "tests" / "data" / "image_server.py"
 
 # Run by each of two sandboxes: binds 127.0.0.1:30000, says so in a shared folder, waits until the
 # other sandbox holds the same port at the same time, then fetches from itself over loopback.
@@ -167,3 +168,17 @@ def processes_mentioning(marker: Path | str) -> list[str]:
         if str(marker) in line and "pytest" not in line:
             hits.append(line)
     return hits
+
+
+def custom_image_case(cid: str, *server_args: str, **fw: object) -> dict[str, object]:
+    """A `custom` case of tests/data/image_server.py: a 64² image in 200 ms."""
+    command = " ".join(["{python}", str(IMAGE_SERVER), "{port}", "200", *server_args])
+    return {
+        "id": cid,
+        "model": "m",
+        "width": 64,
+        "height": 64,
+        "num_gpus": 0,
+        "est_time_s": 5,
+        "frameworks": {"custom": {"command": command, "request": "image", **fw}},
+    }

@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from nightly_helpers import custom_image_case
 
 import lab
 
@@ -247,3 +248,24 @@ def test_target_mde_stops_early_on_a_quiet_server_and_at_the_budget_on_a_noisy_o
     assert 3 <= n < 1000
     # (+1 s for the time between requests on a loaded runner: seen 4.82 s against 4.79)
     assert measure <= max(4.0, 3 * per_request) + 2 * max(fr["latency_samples_s"]) + 1.0, fr
+
+
+def test_reference_server_still_writes_its_dumps(tmp_path: Path) -> None:
+    code, res, _ = run_case(tmp_path, tiny_case(), measurement_repeats=3)
+    (fr,) = res["frameworks"]
+    assert code == 0, fr["log_tail"]
+    assert len(fr["server_latency_samples_s"]) == 3 and fr["missing_perf_dumps"] == 0
+    assert not [n for n in fr["notes"] if "perf dump" in n]
+
+
+def test_a_server_that_stops_writing_dumps_is_noted_once(tmp_path: Path) -> None:
+    case = custom_image_case("stops", "--perf-dumps", "--perf-dumps-until", "3", perf_dumps=True)
+    code, res, _ = run_case(tmp_path, case, measurement_repeats=5, warmup_requests=1)
+    (fr,) = res["frameworks"]
+    assert code == 0, fr["log_tail"]
+    # the warmup request asks for no dump: measured requests 1 and 2 got theirs (3 written)
+    assert fr["server_latency_samples_s"] == [0.2, 0.2]
+    notes = [n for n in fr["notes"] if "perf dump" in n]
+    assert len(notes) == 1 and notes[0].startswith("3/5 server perf dump(s) missing"), notes
+    # one bounded wait (1 s) for the first miss, none for the next two
+    assert fr["phase_timings_s"]["measure"] < 1.0 + 5 * 0.2 + 1.5
