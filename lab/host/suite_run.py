@@ -375,6 +375,7 @@ def write_run_outputs(
 
 def print_summary(results: RunResults, run_dir: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from lab.host.progress import outcome_style
     from lab.results.gating import describe_flake_budget, flake_budget_exceeded
@@ -397,7 +398,8 @@ def print_summary(results: RunResults, run_dir: Path) -> None:
             reg += f" [quarantine expired {q.until}]" if q.expired else f" [quarantined {q.until}]"
         if flake_budget_exceeded(c):
             reg += f" [{describe_flake_budget(c)}]"
-        con.print(f"  [{st}]{c.outcome!s:12}[/] {c.case_id}{extra}{lat}{reg}{why}")
+        tail = escape(f"{extra}{lat}{reg}{why}")  # "[quarantined …]" is text, not rich markup
+        con.print(f"  [{st}]{c.outcome!s:12}[/] {escape(c.case_id)}{tail}")
     counts: dict[str, int] = {}
     for c in results.cases:
         counts[str(c.outcome)] = counts.get(str(c.outcome), 0) + 1
