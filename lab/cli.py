@@ -13,8 +13,9 @@ from lab.errors import LabError
 EXIT_CODES = """exit codes:
   0    every case passed (degraded and skipped count as passed unless a flag says not; flaky
        only with --allow-flaky)
-  1    a case failed, or was flaky (without --allow-flaky), degraded (--fail-on-degraded) or
-       skipped (--fail-on-skipped); stderr names the cases
+  1    a case failed, or was flaky (without --allow-flaky), degraded (--fail-on-degraded),
+       skipped (--fail-on-skipped) or over its flake budget (--fail-on-flake-budget), unless
+       quarantine.json holds it; stderr names the cases
   2    bad input: a config, an option, a repro that cannot run here, a history it cannot use;
        nothing was started
   130  interrupted (Ctrl-C); 143: terminated (SIGTERM)"""

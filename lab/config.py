@@ -120,6 +120,23 @@ class FrameworkConfig(_Strict):
         return v
 
 
+class FlakeBudget(_Strict):
+    """The flaky nights a case may have among its last `window` recorded nights, tonight
+    included (lab/results/gating.py); more is reported, and gates with --fail-on-flake-budget."""
+
+    max_flaky: int = Field(ge=0)
+    window: int = Field(ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _fewer_than_the_window(self) -> FlakeBudget:
+        if self.max_flaky >= self.window:
+            raise ValueError(
+                f"max_flaky ({self.max_flaky}) must be below window ({self.window}): "
+                "else the budget can never be exceeded"
+            )
+        return self
+
+
 class Case(_Strict):
     id: str
     kind: Literal["comparison", "test"] = "comparison"
@@ -161,6 +178,7 @@ class Case(_Strict):
     workdir: str | None = None
     junit_path: str | None = None  # where the command writes its JUnit file (relative to out dir)
     max_tokens: int | None = Field(None, gt=0)  # chat cases: tokens a measured request asks for
+    flake_budget: FlakeBudget | None = None  # None: the suite's
 
     @field_validator("frameworks")
     @classmethod
@@ -348,6 +366,8 @@ class Suite(_Strict):
     # identical attempt: a pass then makes the case `flaky`, not green. 0: never.
     confirm_failures: int = Field(1, ge=0, le=3)
     fleet: list[GpuClass] = Field(default_factory=list)
+    flake_budget: FlakeBudget | None = None  # every case's default (Case has the key)
+    fail_on_flake_budget: bool = False  # as `lab nightly --fail-on-flake-budget`
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)  # only for --runtime slurm
     # host variables the sandbox inherits (fnmatch patterns): GPU-stack switches, not secrets
     pass_env: list[str] = Field(
@@ -380,6 +400,8 @@ class Suite(_Strict):
                 case.target_mde_pct = self.target_mde_pct
             if case.measure_budget_s is None and self.measure_budget_s is not None:
                 case.measure_budget_s = self.measure_budget_s
+            if case.flake_budget is None and self.flake_budget is not None:
+                case.flake_budget = self.flake_budget
 
 
 def check_names(cases: list[Case], path: Path) -> None:

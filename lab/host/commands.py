@@ -90,6 +90,12 @@ def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                 help="only failures neither known (known_failures.json) nor failing since an "
                 "earlier night fail the run",
             )
+            s.add_argument(
+                "--fail-on-flake-budget",
+                action="store_true",
+                help="exit 1 when a case was flaky on more of its last nights than its "
+                "flake_budget allows (as the suite key fail_on_flake_budget)",
+            )
         s.add_argument("--config", default=None, help="suite file (default configs/nightly.json)")
         s.add_argument("--runtime", choices=RUNTIME_NAMES, default=None, help="the sandbox")
         s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
@@ -169,11 +175,21 @@ def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 # --- inputs ---------------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from lab.results.gating import load_known_failures, load_quarantine
+
     bad = 0
     for path in args.configs:
         try:
             loaded = load_suite(path)
-            print(f"ok   {path}: {len(loaded.suite.cases)} cases")
+            # the files beside the suite that the nightly reads before it starts
+            known = load_known_failures(loaded.config_dir)
+            held = load_quarantine(loaded.config_dir, [c.id for c in loaded.suite.cases])
+            extra = "".join(
+                f", {n} {what}"
+                for n, what in ((len(known), "known"), (len(held), "quarantined"))
+                if n
+            )
+            print(f"ok   {path}: {len(loaded.suite.cases)} cases{extra}")
         except LabError as e:
             print(f"FAIL {e}", file=sys.stderr)
             bad += 1
@@ -208,6 +224,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         fail_on_degraded=args.fail_on_degraded,
         fail_on_skipped=args.fail_on_skipped,
         dry_run=args.dry_run,
+        fail_on_flake_budget=args.fail_on_flake_budget,
     )
 
 

@@ -28,7 +28,7 @@ from lab.results.model import RunResults
 from lab.results.store import RunDir, new_run_id
 
 if TYPE_CHECKING:
-    from lab.results.triage import KnownEntry
+    from lab.results.gating import KnownEntry, QuarantineEntry
 
 
 @dataclass
@@ -38,6 +38,7 @@ class SuiteOptions:
     fail_on_skipped: bool = False
     dry_run: bool = False
     kind: str = "nightly"  # nightly | repro | replay | selftest
+    fail_on_flake_budget: bool = False  # or the suite's key of that name
 
 
 @dataclass
@@ -53,6 +54,7 @@ class SuiteRun:
     gpus: list[GpuInfo] = field(default_factory=list)
     plans: list[CasePlan] = field(default_factory=list)
     known: list[KnownEntry] = field(default_factory=list)
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
     root: Path | None = None
     run_dir: RunDir | None = None
     results: RunResults | None = None
@@ -74,8 +76,11 @@ def run_suite(
     fail_on_skipped: bool = False,
     dry_run: bool = False,
     kind: str = "nightly",
+    fail_on_flake_budget: bool = False,
 ) -> int:
-    opts = SuiteOptions(vram_gib, fail_on_degraded, fail_on_skipped, dry_run, kind)
+    opts = SuiteOptions(
+        vram_gib, fail_on_degraded, fail_on_skipped, dry_run, kind, fail_on_flake_budget
+    )
     s = SuiteRun(loaded, cases, args, opts)
     for step in STEPS:
         value = step(s)
@@ -100,10 +105,12 @@ def choose_runtime(s: SuiteRun) -> SuiteRun:
 
 
 def plan_suite(s: SuiteRun) -> SuiteRun:
-    from lab.results.triage import load_known_failures
+    from lab.results.gating import load_known_failures, load_quarantine
 
     s.plans = plan_cases(s.loaded, s.cases, s.gpus, s.opts.vram_gib, s.lab_places)
-    s.known = load_known_failures(s.loaded.config_dir)  # a bad file stops the run before it starts
+    # A bad file stops the run before it starts.
+    s.known = load_known_failures(s.loaded.config_dir)
+    s.quarantine = load_quarantine(s.loaded.config_dir, [c.id for c in s.loaded.suite.cases])
     refuse_unrunnable_repro(s)
     return s
 
@@ -180,18 +187,27 @@ def run_cases(s: SuiteRun) -> SuiteRun:
 
 
 def finish(s: SuiteRun) -> SuiteRun:
+    from lab.results.gating import apply_quarantine
     from lab.results.triage import fleet_fit, sign_failures
 
     results, run_dir = s.results, s.run_dir
     assert results is not None and run_dir is not None
     results.kind = s.opts.kind
+    flake_gate = s.opts.fail_on_flake_budget or s.loaded.suite.fail_on_flake_budget
     results.fail_on = [
         o
-        for o, on in (("degraded", s.opts.fail_on_degraded), ("skipped", s.opts.fail_on_skipped))
+        for o, on in (
+            ("degraded", s.opts.fail_on_degraded),
+            ("skipped", s.opts.fail_on_skipped),
+            ("flake_budget", flake_gate),
+        )
         if on
     ]
+    for c in results.cases:  # counted against its history when the run is recorded
+        c.flake_budget = s.loaded.case(c.case_id).flake_budget
     try:
         sign_failures(results, s.known)
+        apply_quarantine(results, s.quarantine)
         fleet_fit(results, s.loaded.suite.fleet)
         s.history_problem = write_run_outputs(s.loaded, run_dir.path, results, s.gpus)
     except OSError as e:
@@ -204,6 +220,7 @@ def finish(s: SuiteRun) -> SuiteRun:
 
 
 def exit_code(s: SuiteRun) -> int:
+    from lab.results.gating import describe_flake_budget, over_flake_budget, quarantined
     from lab.results.triage import gating_failures
 
     results = s.results
@@ -218,7 +235,15 @@ def exit_code(s: SuiteRun) -> int:
         new_only=getattr(s.args, "fail_on_new_only", False),
         allow_flaky=getattr(s.args, "allow_flaky", False),
     )
-    gated = [c for c in results.cases if str(c.outcome) in results.fail_on]
+    for c in results.cases:
+        if c.quarantine is not None and (c in results.failed or c.quarantine.expired):
+            held = "" if c.quarantine.expired else " (does not fail the run)"
+            print(f"lab: {c.case_id} {c.outcome}: {c.quarantine}{held}", file=sys.stderr)
+    gated = [c for c in results.cases if str(c.outcome) in results.fail_on and not quarantined(c)]
+    over = over_flake_budget(results) if "flake_budget" in results.fail_on else []
+    if over:
+        why = "; ".join(f"{c.case_id}: {describe_flake_budget(c)}" for c in over)
+        print(f"lab: --fail-on-flake-budget: {why}", file=sys.stderr)
     for outcome in results.fail_on:
         ids = [
             c.case_id + (f" ({c.reason})" if c.reason else "")
@@ -229,7 +254,7 @@ def exit_code(s: SuiteRun) -> int:
             print(
                 f"lab: --fail-on-{outcome}: {len(ids)} {outcome}: {'; '.join(ids)}", file=sys.stderr
             )
-    return 1 if failed or gated else 0
+    return 1 if failed or gated or over else 0
 
 
 STEPS: tuple[Step, ...] = (
@@ -362,8 +387,10 @@ def write_run_outputs(
 
 def print_summary(results: RunResults, run_dir: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from lab.host.progress import outcome_style
+    from lab.results.gating import describe_flake_budget, flake_budget_exceeded
 
     con = Console(stderr=True, highlight=False, soft_wrap=True)
     con.print()
@@ -378,7 +405,13 @@ def print_summary(results: RunResults, run_dir: Path) -> None:
         reason = c.reason if len(c.reason) <= 200 else c.reason[:200] + "…"
         why = f" — {where}{reason}" if str(c.outcome) != "passed" and c.reason else ""
         reg = f" [{c.regression}]" if c.regression else ""
-        con.print(f"  [{st}]{c.outcome!s:12}[/] {c.case_id}{extra}{lat}{reg}{why}")
+        if c.quarantine is not None:
+            q = c.quarantine
+            reg += f" [quarantine expired {q.until}]" if q.expired else f" [quarantined {q.until}]"
+        if flake_budget_exceeded(c):
+            reg += f" [{describe_flake_budget(c)}]"
+        tail = escape(f"{extra}{lat}{reg}{why}")  # "[quarantined …]" is text, not rich markup
+        con.print(f"  [{st}]{c.outcome!s:12}[/] {escape(c.case_id)}{tail}")
     counts: dict[str, int] = {}
     for c in results.cases:
         counts[str(c.outcome)] = counts.get(str(c.outcome), 0) + 1

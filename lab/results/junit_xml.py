@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lab.contract import Outcome
 from lab.results import report_common as rc
+from lab.results.gating import describe_flake_budget, flake_budget_exceeded, quarantined
 from lab.results.model import STATUS_ORDER, CaseResult, RunResults
 from lab.results.triage import by_status, describe_status
 
@@ -54,6 +55,17 @@ def _testcase(
         parent, "testcase", name=case.case_id, classname=classname, time=_secs(rc.duration_s(case))
     )
     kind = rc.bucket(case.outcome)
+    if quarantined(case) and (kind in fail_on or kind in ("failed", "interrupted")):
+        # Runs and is reported, but does not fail the run: CI shows it skipped, with why.
+        assert case.quarantine is not None
+        why = f"{case.outcome}: {case.reason}" if case.reason else str(case.outcome)
+        message = f"{case.quarantine}: {why}"
+        ET.SubElement(
+            tc, "skipped", message=xml_text(rc.one_line(message, 1000)), type="quarantined"
+        )
+        body = [f"{f.framework}: {f.outcome} in {f.phase}: {f.reason}" for f in _bad_rows(case)]
+        ET.SubElement(tc, "system-out").text = xml_text("\n".join(body))
+        return
     if kind in fail_on:  # --fail-on-degraded / --fail-on-skipped: CI shows it failed, and why
         why = case.reason or "skipped"
         if kind == "degraded":
@@ -70,6 +82,8 @@ def _testcase(
             body = [f"framework: {f.framework}", f"phase: {f.phase}", f"log: {f.log_path or '-'}"]
             if case.status_change:
                 body.insert(0, f"status: {describe_status(case)}")
+            if case.quarantine is not None:  # expired: it gates again
+                body.insert(0, str(case.quarantine))
             if f.log_tail:
                 body += ["", "--- last lines of the log ---", *f.log_tail]
             el = ET.SubElement(
@@ -79,6 +93,10 @@ def _testcase(
                 type=f.outcome,
             )
             el.text = xml_text("\n".join(body))
+        return
+    if "flake_budget" in fail_on and flake_budget_exceeded(case):
+        message = f"{describe_flake_budget(case)}, and the run fails on it (--fail-on-flake-budget)"
+        ET.SubElement(tc, "failure", message=xml_text(message), type="flake_budget")
         return
     out = []
     if kind == "degraded":
@@ -91,6 +109,10 @@ def _testcase(
         out.append(f"{case.regression}: {case.regression_detail}")
     if out:
         ET.SubElement(tc, "system-out").text = xml_text("\n".join(out))
+
+
+def _bad_rows(case: CaseResult) -> list[rc.FailureRow]:
+    return rc.failure_rows(case) if rc.bucket(case.outcome) != "degraded" else []
 
 
 def _inner_suites(case: CaseResult, name: str) -> list[ET.Element]:
@@ -143,18 +165,9 @@ def _status_properties(results: RunResults) -> list[tuple[str, str | None]]:
 
 def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
     name = suite_name(results)
-    c = rc.counts(results)
-    errors = sum(1 for case in results.cases if case.outcome in _ERRORS)
-    gated = {k: c[k] for k in ("degraded", "skipped") if k in results.fail_on}
-    failures = c["failed"] + c["interrupted"] - errors + sum(gated.values())
     total = _secs(rc.wall_s(results))
-    stats = {
-        "tests": str(len(results.cases)),
-        "failures": str(failures),
-        "errors": str(errors),
-        "skipped": str(c["skipped"] - gated.get("skipped", 0)),
-        "time": total,
-    }
+    # Counted from the testcases once written (quarantine and the gates move cases between them).
+    stats = dict.fromkeys(("tests", "failures", "errors", "skipped"), "0") | {"time": total}
     # The Jenkins/Ant schema has no `skipped` on <testsuites>, only on <testsuite>.
     root = ET.Element(
         "testsuites", {"name": SUITE, **{k: v for k, v in stats.items() if k != "skipped"}}
@@ -184,6 +197,10 @@ def render_junit(results: RunResults, run_dir: Path | None = None) -> str:
             ET.SubElement(props, "property", name=key, value=xml_text(str(value)))
     for case in by_status(results.cases):
         _testcase(suite, case, name, run_dir, results.fail_on)
+    for key in ("tests", "failures", "errors", "skipped"):
+        suite.set(key, str(len(_count(suite, key))))
+        if key != "skipped":
+            root.set(key, suite.get(key, "0"))
     for case in results.cases:
         for inner in _inner_suites(case, name):
             root.append(inner)

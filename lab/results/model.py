@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lab.config import FlakeBudget
 from lab.contract import AttemptResult, FrameworkResult, Outcome, Phase
 from lab.results import stats
 
@@ -86,6 +87,26 @@ class KnownFailure(BaseModel):
     matched: str  # the signature, id or regex that matched
 
 
+class Quarantine(BaseModel):
+    """The quarantine.json entry that names a case (lab/results/gating.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issue: str
+    reason: str
+    until: str  # YYYY-MM-DD, the last day it holds
+    matched: str  # "case ID" or "signature SIG"
+    expired: bool  # the run's day is past `until`: the case gates again
+
+    def __str__(self) -> str:
+        if self.expired:
+            return (
+                f"quarantine expired on {self.until}: {self.issue} ({self.reason}); "
+                "it fails the run again"
+            )
+        return f"quarantined until {self.until}: {self.issue} ({self.reason})"
+
+
 class FlakeRate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -153,6 +174,8 @@ class CaseResult(BaseModel):
     confirmation: str | None = None  # what the identical re-run of a failure showed
     known_failure: KnownFailure | None = None
     flake_rate: FlakeRate | None = None
+    flake_budget: FlakeBudget | None = None  # the case's, from the suite: see gating.py
+    quarantine: Quarantine | None = None
     fleet_fit: list[FleetFit] = Field(default_factory=list)  # per GPU class of the suite's fleet
 
     @property
@@ -186,7 +209,8 @@ class RunResults(BaseModel):
     shared_host: bool = False  # another lab run was live on this host at the same time
     shared_with: list[str] = Field(default_factory=list)  # those runs' ids (lab/host/neighbours)
     host: str = ""  # the machine's hostname
-    fail_on: list[str] = Field(default_factory=list)  # outcomes that fail this run (--fail-on-*)
+    # what fails this run beyond failures (--fail-on-*): outcomes, and "flake_budget"
+    fail_on: list[str] = Field(default_factory=list)
     cases: list[CaseResult] = Field(default_factory=list)
 
     def result_rows(self) -> list[dict[str, Any]]:
@@ -221,6 +245,7 @@ class RunResults(BaseModel):
                         "failure_signature_id": case.failure_signature_id,
                         "known_issue": case.known_failure.issue if case.known_failure else None,
                         "flaky_nights": case.flake_rate.flaky if case.flake_rate else None,
+                        "quarantined_until": case.quarantine.until if case.quarantine else None,
                         "failing_since": case.failing_since.model_dump()
                         if case.failing_since
                         else None,

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from lab.contract import FrameworkResult
 from lab.results import charts
 from lab.results import report_common as rc
+from lab.results.gating import describe_flake_budget, flake_budget_exceeded, quarantined
 from lab.results.history import HistoryRow, framework_outcome
 from lab.results.model import CaseResult, RunResults, spread_pct
 from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
@@ -36,6 +37,7 @@ img.chart { display: block; max-width: 100%; margin: 8px 0 20px; border: 1px sol
 .fit.tight { color: #f57f17; font-weight: 600; }
 .split { display: flex; width: 240px; height: 12px; background: #eee; }
 .split .phase { display: block; height: 100%; }
+.quarantine { color: #6d4c41; } .quarantine.expired, .flake-budget { color: #c62828; }
 .regressed { color: #c62828; font-weight: 600; } .improved { color: #2e7d32; font-weight: 600; }
 """
 
@@ -67,9 +69,58 @@ def _status(case: CaseResult) -> str:
         if n.startswith("known: ") and case.known_failure:
             url = escape(case.known_failure.issue)
             html += f'<br><span class="known">known: <a href="{url}">{url}</a></span>'
+        elif case.quarantine and n == str(case.quarantine):
+            cls = "quarantine expired" if case.quarantine.expired else "quarantine"
+            html += f'<br><span class="{cls}">{escape(n)}</span>'
+        elif n.startswith("flake budget exceeded"):
+            html += f'<br><span class="flake-budget">{escape(n)}</span>'
         else:
             html += f'<br><span class="triage">{escape(n)}</span>'
     return html
+
+
+def _policy(results: RunResults) -> str:
+    """Quarantined cases and those over their flake budget: whether each fails the run."""
+    e, out = escape, ""
+    rows: list[tuple[str, ...]]
+    held = [c for c in results.cases if c.quarantine]
+    if held:
+        rows = [
+            (
+                e(c.case_id),
+                _badge(str(c.outcome)),
+                e(c.quarantine.until),
+                f'<a href="{e(c.quarantine.issue)}">{e(c.quarantine.issue)}</a>',
+                e(c.quarantine.reason),
+                "no (quarantined)"
+                if quarantined(c)
+                else f'<span class="quarantine expired">yes: quarantine expired on '
+                f"{e(c.quarantine.until)}</span>",
+            )
+            for c in held
+            if c.quarantine
+        ]
+        out += f"<h2>Quarantined ({len(held)})</h2>" + _table(
+            ("Case", "Outcome", "Until", "Issue", "Reason", "Fails the run"), rows, True
+        )
+    over = [c for c in results.cases if flake_budget_exceeded(c)]
+    if over:
+        gate = "flake_budget" in results.fail_on
+        rows = [
+            (
+                e(c.case_id),
+                _badge(str(c.outcome)),
+                f'<span class="flake-budget">{e(describe_flake_budget(c))}</span>',
+                "no (quarantined)"
+                if quarantined(c)
+                else ("yes (--fail-on-flake-budget)" if gate else "no"),
+            )
+            for c in over
+        ]
+        out += f"<h2>Over the flake budget ({len(over)})</h2>" + _table(
+            ("Case", "Tonight", "Flake budget", "Fails the run"), rows, True
+        )
+    return out
 
 
 def _signature_groups(results: RunResults) -> str:
@@ -256,6 +307,7 @@ def render_html(
         parts.append(f"<h2>Failures ({len(failed)})</h2>")
         parts.append(_failure_table(failed, run_dir))
         parts.append(_signature_groups(results))
+    parts.append(_policy(results))
     # Stopped by Ctrl-C / SIGTERM, not failed: their own heading.
     stopped = rc.cases_in(results, "interrupted")
     if stopped:

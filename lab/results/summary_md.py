@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lab.contract import FrameworkResult
 from lab.results import report_common as rc
+from lab.results.gating import describe_flake_budget, flake_budget_exceeded, quarantined
 from lab.results.model import RunResults, spread_pct
 from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
 
@@ -79,6 +80,41 @@ def render_summary(
     if fixed:
         names = ", ".join(c.case_id for c in fixed)
         lines += [f"**Fixed since the last comparable night:** {names}", ""]
+
+    held = [c for c in results.cases if c.quarantine]
+    if held:
+        lines += [f"## Quarantined ({len(held)})", ""]
+        rows = [
+            (
+                c.case_id,
+                c.outcome,
+                c.quarantine.until,
+                c.quarantine.issue,
+                c.quarantine.reason,
+                "no (quarantined)"
+                if quarantined(c)
+                else f"**yes: quarantine expired on {c.quarantine.until}**",
+            )
+            for c in held
+            if c.quarantine
+        ]
+        lines += _table(("Case", "Outcome", "Until", "Issue", "Reason", "Fails the run"), rows)
+    over = [c for c in results.cases if flake_budget_exceeded(c)]
+    if over:
+        lines += [f"## Over the flake budget ({len(over)})", ""]
+        gate = "flake_budget" in results.fail_on
+        rows = [
+            (
+                c.case_id,
+                c.outcome,
+                describe_flake_budget(c),
+                "no (quarantined)"
+                if quarantined(c)
+                else ("**yes** (--fail-on-flake-budget)" if gate else "no"),
+            )
+            for c in over
+        ]
+        lines += _table(("Case", "Tonight", "Flake budget", "Fails the run"), rows)
 
     interrupted = rc.cases_in(results, "interrupted")
     if interrupted:

@@ -4,15 +4,14 @@
 earlier nights of `runs/history.sqlite` (comparable as regression detection defines it). Call it
 before `record_run` stores this run.
 
-Just over 450 lines of small parts (status changes, failure signatures, known failures, flake
-rates, fleet fit) that all answer "what should a reader do about this failure"; the next addition
-should move signatures and known failures to a module of their own."""
+Small parts (status changes, failure signatures, flake rates, fleet fit) that all answer "what
+should a reader do about this failure"; what a team accepted (known failures, quarantine, flake
+budget) is lab/results/gating.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -23,13 +22,19 @@ from lab.contract import AttemptResult, Outcome
 from lab.errors import LabError
 from lab.host.ladder import confirmed_pair
 from lab.redact import redact_text
+from lab.results.gating import (
+    KnownEntry,
+    describe_flake_budget,
+    flake_budget_exceeded,
+    match_known,
+    quarantined,
+)
 from lab.results.history import HistoryRow, history_rows, normalize_timestamp
 from lab.results.model import (
     CaseResult,
     FailingSince,
     FlakeRate,
     FleetFit,
-    KnownFailure,
     RunResults,
     status_rank,
 )
@@ -273,95 +278,13 @@ def describe_group(signature_text: str, cases: Sequence[CaseResult]) -> str:
     return f"{n} case{'' if n == 1 else 's'}: `{line}` ({outcome_phase})"
 
 
-# ---- known_failures.json -----------------------------------------------------------------------
-
-KNOWN_FILE = "known_failures.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class KnownEntry:
-    issue: str
-    note: str = ""
-    signature: str | None = None  # the signature text or its id
-    regex: re.Pattern[str] | None = None
-
-
-def load_known_failures(config_dir: str | os.PathLike[str]) -> list[KnownEntry]:
-    """The suite's `known_failures.json` (none when absent). LabError naming the file and line.
-
-    Shape: `{"known_failures": [{"signature": SIG_OR_ID | "regex": RE, "issue": URL,
-    "note": TEXT}, ...]}` (or the list alone)."""
-    path = Path(config_dir) / KNOWN_FILE
-    if not path.is_file():
-        return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LabError(f"{path}: cannot read: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LabError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    entries = data.get("known_failures") if isinstance(data, dict) else data
-    if not isinstance(entries, list):
-        raise LabError(f'{path}:1: expected a list under "known_failures"')
-    out = []
-    for i, entry in enumerate(entries):
-        where = f"{path}:{_line_of(text, i)}: known_failures[{i}]"
-        if not isinstance(entry, dict):
-            raise LabError(f"{where}: expected an object")
-        unknown = set(entry) - {"signature", "regex", "issue", "note"}
-        if unknown:
-            raise LabError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        if not isinstance(entry.get("issue"), str) or not entry["issue"].strip():
-            raise LabError(f"{where}.issue: an issue URL is required")
-        sig, rx = entry.get("signature"), entry.get("regex")
-        if (sig is None) == (rx is None):
-            raise LabError(f"{where}: give exactly one of signature, regex")
-        if not isinstance(sig or rx, str):
-            raise LabError(f"{where}: signature / regex must be a string")
-        try:
-            pattern = re.compile(rx) if rx is not None else None
-        except re.error as e:
-            raise LabError(f"{where}.regex: not a regular expression: {e}") from None
-        out.append(KnownEntry(entry["issue"], str(entry.get("note", "")), sig, pattern))
-    return out
-
-
-def _line_of(text: str, index: int) -> int:
-    """The line the index-th object of the list starts on (for error messages)."""
-    depth, seen = 0, -1
-    for pos, ch in enumerate(text):
-        if ch in "[{":
-            depth += 1
-            if ch == "{" and depth == (3 if text.lstrip().startswith("{") else 2):
-                seen += 1
-                if seen == index:
-                    return text.count("\n", 0, pos) + 1
-        elif ch in "]}":
-            depth -= 1
-    return 1
-
-
-def match_known(case: CaseResult, known: Sequence[KnownEntry]) -> KnownFailure | None:
-    sig, sig_id = case.failure_signature, case.failure_signature_id
-    if not sig:
-        return None
-    raw = redact_text(case.reason)
-    for k in known:
-        if k.signature is not None and k.signature in (sig, sig_id):
-            return KnownFailure(issue=k.issue, note=k.note, matched=k.signature)
-        if k.regex is not None and (k.regex.search(sig) or k.regex.search(raw)):
-            return KnownFailure(issue=k.issue, note=k.note, matched=k.regex.pattern)
-    return None
-
-
 def gating_failures(results: RunResults, *, new_only: bool, allow_flaky: bool) -> list[CaseResult]:
-    """The failed cases that fail the run: all of them, less flaky ones with `allow_flaky`;
-    with `new_only`, only those neither known nor failing since an earlier night."""
+    """The failed cases that fail the run: all of them but those a quarantine holds, less flaky
+    ones with `allow_flaky`; with `new_only`, only those neither known nor failing since an
+    earlier night."""
     out = []
     for c in results.failed:
-        if allow_flaky and c.outcome is Outcome.flaky:
+        if quarantined(c) or (allow_flaky and c.outcome is Outcome.flaky):
             continue
         if new_only and (c.known_failure is not None or c.status_change == STILL_FAILING):
             continue
@@ -375,30 +298,36 @@ FLAKE_WINDOW = 14
 
 
 def flake_rates(rows: Sequence[HistoryRow], results: RunResults) -> None:
-    """`flake_rate` on every case: of its last FLAKE_WINDOW recorded nights, tonight included,
-    how many ended flaky."""
+    """`flake_rate` on every case: of its last FLAKE_WINDOW recorded nights (its flake budget's
+    window where it has one), tonight included, how many ended flaky."""
     for case in results.cases:
+        window = case.flake_budget.window if case.flake_budget else FLAKE_WINDOW
         runs: dict[str, tuple[str, bool]] = {}
         for r in rows:
             if r.case_id == case.case_id and r.run_id != results.run_id:
                 ts, flaky = runs.get(r.run_id, (r.timestamp, False))
                 runs[r.run_id] = (ts, flaky or r.outcome == str(Outcome.flaky))
-        last = sorted(runs.values())[-(FLAKE_WINDOW - 1) :]
+        earlier = sorted(runs.values())
+        last = earlier[max(0, len(earlier) - (window - 1)) :]
         flaky_nights = sum(f for _, f in last) + (case.outcome is Outcome.flaky)
         case.flake_rate = FlakeRate(flaky=flaky_nights, nights=len(last) + 1)
 
 
 def triage_notes(case: CaseResult) -> list[str]:
     """What the reports say beside a failing case: status across nights, what its re-run
-    showed, its known issue, how often it flaked."""
+    showed, its known issue, its quarantine, how often it flaked and whether over its budget."""
     out = [describe_status(case)] if case.status_change else []
     if case.confirmation:
         out.append(case.confirmation)
     if case.known_failure:
         k = case.known_failure
         out.append(f"known: {k.issue}" + (f" ({k.note})" if k.note else ""))
+    if case.quarantine:
+        out.append(str(case.quarantine))
     if case.flake_rate and case.flake_rate.flaky:
         out.append(str(case.flake_rate))
+    if flake_budget_exceeded(case):
+        out.append(describe_flake_budget(case))
     return out
 
 
