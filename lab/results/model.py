@@ -46,6 +46,10 @@ class RegressionFinding(BaseModel):
     mde_pct: float | None = None  # smallest change this case's history lets the test detect
     z_score: float | None = None
     detail: str
+    # Both views together (regression.series_view): regressed | improved | unconfirmed |
+    # runner_shifted, None when neither flags it; and the words for it.
+    series_verdict: str | None = None
+    series_note: str | None = None
 
 
 class MemoryFinding(BaseModel):
@@ -135,7 +139,7 @@ class CaseResult(BaseModel):
     image: str | None = None  # tag the sandbox ran
     image_id: str | None = None
     runtime: str = ""
-    regression: str | None = None  # "regressed" | "improved" | None, set by history
+    regression: str | None = None  # "regressed" | "improved" | None: tonight's test (history)
     regression_detail: str | None = None
     regressions: list[RegressionFinding] = Field(default_factory=list)  # per framework
     # Across nights (lab/results/triage.py): new_failure | still_failing | fixed |
@@ -152,6 +156,15 @@ class CaseResult(BaseModel):
     known_failure: KnownFailure | None = None
     flake_rate: FlakeRate | None = None
     fleet_fit: list[FleetFit] = Field(default_factory=list)  # per GPU class of the suite's fleet
+    canary: bool = False  # a stable workload whose moves tell a runner shift (config `canary`)
+    # The nightly verdict from both views (regression.series_view): "regressed" / "improved"
+    # (a change of the series confirms it), "unconfirmed" (tonight's test flags it, the series
+    # does not yet), "runner_shifted" (it moved with the canaries); None: nothing to say.
+    series_verdict: str | None = None
+    # The change-point view of the case's series (lab/results/changes.py), set by detect:
+    # "unconfirmed" | "regressed since RUN (+X %)" | "drifted since RUN (+X %)" |
+    # "runner shifted (canary X +Y %)"; None when the series says nothing new.
+    change_note: str | None = None
 
     @property
     def final(self) -> AttemptResult | None:
@@ -184,6 +197,10 @@ class RunResults(BaseModel):
     shared_host: bool = False  # another lab run was live on this host at the same time
     shared_with: list[str] = Field(default_factory=list)  # those runs' ids (lab/host/neighbours)
     host: str = ""  # the machine's hostname
+    # What the numbers were measured on (lab/host/gpus.py runner_fingerprint): GPU name, driver,
+    # NVML max clocks, CPU model, kernel, lab commit. A change between nights is shown.
+    runner: dict[str, str] = Field(default_factory=dict)
+    runner_changed: str | None = None  # set by detect: what differs from the last comparable run
     fail_on: list[str] = Field(default_factory=list)  # outcomes that fail this run (--fail-on-*)
     cases: list[CaseResult] = Field(default_factory=list)
 
