@@ -2,12 +2,11 @@
 changed between the two nights.
 
 The series (one value per night: latency median, peak GPU memory) is searched on the log scale
-with ruptures' PELT (l2 cost, segments of at least `MIN_NIGHTS` nights, so one odd night can
-never be a segment of its own), in units of the series' own night-to-night noise (a robust
-estimate from the first differences, so neither a step nor a steady drift inflates it). Every
-candidate must then hold up on its own: the nights before and after it (up to the neighbouring
-change points) differ by a pooled t-test at `ALPHA` and by at least `MIN_EFFECT_PCT`; the weakest
-failing candidate is dropped and the rest re-tested until all pass. benchmarks/changepoint_power.py
+by binary segmentation (ruptures' Binseg, l2 cost, at least `MIN_NIGHTS` nights a side, so one
+odd night is never a segment of its own): the best split of the series is kept when the nights
+before and after it differ by a pooled t-test at `ALPHA` and by at least `MIN_EFFECT_PCT`, then
+each side is split again. Kept changes are re-tested between their neighbours; the weakest
+failing one is dropped until all pass. benchmarks/changepoint_power.py
 measured this against E-divisive (signal-processing-algorithms) and Apache Otava on the lab's
 own night-to-night noise (README "Change points")."""
 
@@ -28,19 +27,7 @@ from lab.results.history import HistoryRow
 ALPHA = 0.001  # two-sided, per candidate change point
 MIN_EFFECT_PCT = 3.0
 MIN_NIGHTS = 2  # nights on each side of a change: one slow night is never a change
-PENALTY = 3.0  # PELT's penalty per change point, times log(nights), in noise units
-NOISE_FLOOR = 1e-4  # relative: a series of identical values still has a scale
 METRICS = {"latency_s": "latency median", "peak_gpu_memory_mib": "peak GPU memory"}
-
-
-def noise_sigma(logs: Sequence[float] | np.ndarray[Any, Any]) -> float:
-    """The night-to-night noise of a log series: the MAD of the first differences around their
-    median (a step is one outlier among them, a drift shifts them all), over sqrt 2."""
-    d = np.diff(np.asarray(logs, dtype=float))
-    if d.size == 0:
-        return NOISE_FLOOR
-    mad = float(np.median(np.abs(d - np.median(d))))
-    return max(1.4826 * mad / math.sqrt(2), NOISE_FLOOR)
 
 
 def _test(left: np.ndarray[Any, Any], right: np.ndarray[Any, Any]) -> tuple[float, float]:
@@ -64,21 +51,31 @@ def change_points(
     alpha: float = ALPHA,
     min_effect_pct: float = MIN_EFFECT_PCT,
     min_nights: int = MIN_NIGHTS,
-    penalty: float = PENALTY,
 ) -> list[tuple[int, float, float]]:
     """(index of the first night after the change, p, change %) of every confirmed change of a
     series of positive values, oldest first."""
     x = np.log(np.asarray(values, dtype=float))
-    n = x.size
-    if n < 2 * min_nights:
-        return []
-    sigma = noise_sigma(x)
-    algo = rpt.Pelt(model="l2", min_size=min_nights, jump=1).fit((x - x[0]) / sigma)
-    cps = [int(b) for b in algo.predict(pen=penalty * math.log(n))[:-1]]
-    while cps:
-        bounds = [0, *cps, n]
-        tested = [_test(x[bounds[i - 1] : bounds[i]], x[bounds[i] : bounds[i + 1]]) for i in
-                  range(1, len(bounds) - 1)]  # fmt: skip
+    cps: list[int] = []
+
+    def split(lo: int, hi: int) -> None:  # top down: the best split of a part, if it holds
+        if hi - lo < 2 * min_nights:
+            return
+        seg = (x[lo:hi] - x[lo]).reshape(-1, 1)
+        algo = rpt.Binseg(model="l2", min_size=min_nights, jump=1).fit(seg)
+        bk = lo + int(algo.predict(n_bkps=1)[0])
+        p, effect = _test(x[lo:bk], x[bk:hi])
+        if p < alpha and abs(effect) >= min_effect_pct:
+            split(lo, bk)
+            cps.append(bk)
+            split(bk, hi)
+
+    split(0, x.size)
+    while cps:  # each must also hold between its neighbours, not only within its part
+        bounds = [0, *cps, x.size]
+        tested = [
+            _test(x[bounds[i - 1] : bounds[i]], x[bounds[i] : bounds[i + 1]])
+            for i in range(1, len(bounds) - 1)
+        ]
         failing = [
             (p, i)
             for i, (p, effect) in enumerate(tested)
