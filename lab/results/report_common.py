@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.contract import FrameworkResult, Outcome, Phase
-from lab.results.model import CaseResult, RunResults, uncertainty_fields
+from lab.results.model import CaseResult, RegressionFinding, RunResults, uncertainty_fields
 
 BUCKETS = ("passed", "degraded", "failed", "skipped", "interrupted")
 OUTCOME_COLORS = {
@@ -169,3 +169,13 @@ def uncertainty_cells(case: CaseResult, fr: FrameworkResult | None) -> tuple[str
         fmt_pct(u["latency_cv_pct"]),
         fmt_pct(u["mde_pct"]),
     )
+
+
+def flagged_finding(f: RegressionFinding) -> bool:
+    """A latency finding the reports list: tonight's test or the change-point view says so."""
+    return f.verdict != "unchanged" or f.series_note is not None
+
+
+def finding_detail(f: RegressionFinding) -> str:
+    """The test's detail, then what the series says (regressed since RUN, unconfirmed, ...)."""
+    return f"{f.detail}; {f.series_note}" if f.series_note else f.detail
