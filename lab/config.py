@@ -165,6 +165,9 @@ class Case(_Strict):
     suite: str | None = None
     est_time_s: float = Field(300.0, gt=0)
     aliases: list[str] = Field(default_factory=list)
+    # A stable workload (e.g. the reference server at fixed settings): when canaries move beyond
+    # their MDE the same night, that night's regressions are labelled a runner shift.
+    canary: bool = False
     fatal_patterns: list[str] = Field(default_factory=list)
     warmup_requests: int | None = Field(None, ge=0)
     measurement_repeats: int | None = Field(None, ge=1)

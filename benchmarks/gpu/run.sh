@@ -2,7 +2,7 @@
 # The GPU proof, on the device tool's machines (no network there): install the carried wheels,
 # start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
 #   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all | h200-stats
-#   | h200-triage | h200-s4
+#   | h200-triage | h200-s4 | h100-power
 # Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
 # .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
 set -uo pipefail
@@ -10,7 +10,7 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl 2>&1 | tail -n 2
-if ! docker info >/dev/null 2>&1; then
+if [ "$1" != h100-power ] && ! docker info >/dev/null 2>&1; then  # h100-power: no docker
   mkdir -p /tmp/d && tar -C /tmp/d -xJf .device/docker-bundle.tar.xz
   export PATH=/tmp/d/bin:$PATH
   (LD_LIBRARY_PATH=/tmp/d/lib setsid dockerd --iptables=false --ip-masq=false --bridge=none \
@@ -38,6 +38,12 @@ case "$1" in
     timeout 180 python3 -m lab.cli nightly --config configs/gpu.json \
       --case gpu_xl_t2v_fits80_not24 --runtime netns --out "$OUT/h100-netns" 2>&1 | tail -n 20
     pack h100-netns h100-netns ;;
+  h100-power)  # regression power on real nights (#29): 48 nights x 10 short reference-server
+    # cases, a fresh server per night, 8 at once on the one GPU; 3/5/10 % step slowdowns. No
+    # docker. Needs ruptures in .whl/. Writes regression_power_gpu.json (+ its log)
+    PYTHONPATH=$PWD timeout 520 python3 benchmarks/regression_power_gpu.py --aa 30 --per-level 6 \
+      --cases 10 --concurrency 8 --budget-s 400 --out "$OUT/regression_power_gpu.json" \
+      >"$OUT/h100-power.log" 2>&1; tail -n 40 "$OUT/h100-power.log" ;;
   h100-latency)  # the spread of 5 latencies of a compute-bound case, then the NVML table
     timeout 150 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_large_t2i_latency \
       --runtime docker --out "$OUT/h100-latency" 2>&1 | tail -n 8

@@ -5,6 +5,7 @@ lab/host/suite_run.py, which plans it and runs it (lab/host/run.py)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from lab.host.plan import (
     select_cases,
 )
 from lab.host.runtimes.registry import RUNTIME_NAMES
+from lab.results.history import HistoryRow
 
 
 def positive_float(text: str) -> float:
@@ -132,6 +134,8 @@ def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument("--config", default=None, help="suite whose aliases to read (default: shipped)")
     s.add_argument("--out", default="runs", help="root of run directories (its history.sqlite)")
     s.add_argument("--limit", type=int, default=20, help="the last N runs of the case")
+    s.add_argument("--changes", action="store_true", help="change points of its series")
+    s.add_argument("--json", action="store_true", help="with --changes: series and changes as JSON")
     s.set_defaults(func=cmd_history)
 
     s = sub.add_parser(
@@ -303,7 +307,32 @@ def cmd_history(args: argparse.Namespace) -> int:
             rows = history.case_history(db, case.id, limit=args.limit)
     if not rows:
         raise LabError(f"case {args.case_id!r} has no history in {db}")
+    if args.changes or args.json:
+        return _print_changes(rows, as_json=args.json)
     print(history.format_history(rows))
+    return 0
+
+
+def _print_changes(rows: list[HistoryRow], *, as_json: bool) -> int:
+    """`lab history CASE --changes [--json]`: every framework's comparable series and its
+    change points (latency median, peak GPU memory)."""
+    from lab.results import changes
+    from lab.results.regression import comparable_series
+
+    series: list[HistoryRow] = []
+    found: list[changes.Change] = []
+    for fw in dict.fromkeys(r.framework for r in rows):
+        mine = comparable_series(rows, fw)
+        series += mine
+        for metric in changes.METRICS:
+            found += changes.series_changes(mine, metric)
+    if as_json:
+        doc = {"series": changes.series_json(series), "changes": [c.to_json() for c in found]}
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"{len(series)} comparable nights; {len(found)} change(s)")
+    for c in found:
+        print("  " + c.describe())
     return 0
 
 

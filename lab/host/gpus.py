@@ -5,10 +5,14 @@ Indices are NVML's (PCI bus order). On a machine without an NVIDIA driver every 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import platform
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -113,6 +117,44 @@ def summary() -> dict[str, Any]:
         "cuda_version": cuda,
         "unavailable": unavailable_reason(),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def runner_fingerprint(lab_commit: str | None = None) -> dict[str, str]:
+    """What a night's numbers were measured on: GPU name, driver, NVML max SM / memory clocks
+    (where the driver gives them), CPU model and count, kernel, lab commit. Keys absent where
+    unknown, so a machine without GPUs still has a fingerprint."""
+    fp: dict[str, str] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": str(os.cpu_count() or ""),
+        "kernel": platform.release(),
+    }
+    if lab_commit:
+        fp["lab_commit"] = lab_commit
+    gpus = inventory()
+    driver, _ = driver_versions()
+    n = nvml()
+    if gpus and n is not None:
+        fp["gpu_name"] = gpus[0].name
+        if driver:
+            fp["driver"] = driver
+        h = n.nvmlDeviceGetHandleByIndex(gpus[0].index)
+        for key, clock in (
+            ("sm_clock_max_mhz", "NVML_CLOCK_SM"),
+            ("mem_clock_max_mhz", "NVML_CLOCK_MEM"),
+        ):
+            with contextlib.suppress(n.NVMLError):
+                fp[key] = str(n.nvmlDeviceGetMaxClockInfo(h, getattr(n, clock)))
+    return fp
 
 
 def gpu_count() -> int:

@@ -27,7 +27,7 @@ from lab.contract import (
 )
 from lab.errors import LabError
 from lab.files import write_json_atomic
-from lab.host.gpus import GpuInfo
+from lab.host.gpus import GpuInfo, runner_fingerprint
 from lab.host.ladder import PlannedRung, case_outcome, climb
 from lab.host.neighbours import Neighbours
 from lab.host.plan import CasePlan, RunContext, attempt_bound_s, attempt_request
@@ -35,7 +35,13 @@ from lab.host.progress import Progress
 from lab.host.runtimes.base import Runtime, SandboxExit, places_work
 from lab.host.scheduler import Cancelled, ResourcePool
 from lab.results.model import CaseResult, RunResults
-from lab.results.store import RunDir, run_commit_fields, settle_commit, write_results
+from lab.results.store import (
+    RunDir,
+    lab_commit_and_reason,
+    run_commit_fields,
+    settle_commit,
+    write_results,
+)
 
 STOP_GRACE_S = 10.0
 
@@ -136,6 +142,7 @@ class RunExecutor:
             gpu_model=gpus[0].name if gpus else None,
             runtime=runtime.name,
             status="running",
+            runner=runner_fingerprint(lab_commit_and_reason()[0]),
         )
         self._image_ids: dict[str, str | None] = {}
         self.write_error: OSError | None = None
@@ -230,6 +237,7 @@ class RunExecutor:
             vram_gib=plan.vram_gib,
             runtime=self.runtime.name,
             ladder_notes=plan.notes,
+            canary=c.canary,
         )
 
     def _skipped_result(self, plan: CasePlan) -> CaseResult:

@@ -75,7 +75,8 @@ SELECT r.run_id, r.timestamp, r.status, r.commit_sha, r.gpu_model, r.methodology
        r.warmup_requests, r.measurement_repeats, r.runtime,
        c.case_id, c.framework, c.outcome, c.phase, c.reason, c.latency_s, c.samples,
        c.spread_pct, c.peak_gpu_memory_mib, c.vram_gib, c.degraded_rung,
-       c.speedup_vs_baseline, c.regression, c.regression_detail, r.kind, r.shared_host
+       c.speedup_vs_baseline, c.regression, c.regression_detail, r.kind, r.shared_host,
+       r.runner, c.server_version, c.canary
 FROM case_results c JOIN runs r ON r.run_id = c.run_id
 """
 
@@ -113,6 +114,9 @@ class HistoryRow:
     regression_detail: str | None = None
     kind: str = "nightly"  # nightly | repro | selftest | replay
     shared_host: bool = False  # another lab run was live on the host at the same time
+    runner: dict[str, str] = field(default_factory=dict)  # the run's runner fingerprint
+    server_version: str | None = None
+    canary: bool = False  # the case is one of the suite's canaries (runner-shift detection)
 
     @property
     def measured(self) -> bool:
@@ -136,6 +140,8 @@ class _CaseFields(TypedDict, total=False):
     speedup_vs_baseline: float | None
     regression: str | None
     regression_detail: str | None
+    server_version: str | None
+    canary: bool
 
 
 def normalize_timestamp(ts: str) -> str:
@@ -168,6 +174,7 @@ def rows_for_run(results: RunResults) -> list[HistoryRow]:
                     runtime=results.runtime or case.runtime or None,
                     kind=results.kind,
                     shared_host=results.shared_host,
+                    runner=dict(results.runner),
                     **values,
                 )
             )
@@ -199,6 +206,7 @@ def _case_rows(case: CaseResult) -> Iterator[_CaseFields]:
                 "reason": case.reason,
                 "vram_gib": case.vram_gib,
                 "degraded_rung": case.degraded_rung,
+                "canary": case.canary,
             }
         return
     for fr in frs:
@@ -219,6 +227,8 @@ def _case_rows(case: CaseResult) -> Iterator[_CaseFields]:
             "speedup_vs_baseline": fr.speedup_vs_baseline,
             "regression": finding.verdict if finding and finding.verdict != "unchanged" else None,
             "regression_detail": finding.detail if finding else None,
+            "server_version": fr.server_version,
+            "canary": case.canary,
         }
 
 
@@ -266,15 +276,21 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 _RUN_COLUMNS = {
     "kind": "TEXT NOT NULL DEFAULT 'nightly'",
     "shared_host": "INTEGER NOT NULL DEFAULT 0",
+    "runner": "TEXT NOT NULL DEFAULT '{}'",  # JSON: the runner fingerprint (RunResults.runner)
+}
+_CASE_COLUMNS = {
+    "server_version": "TEXT",
+    "canary": "INTEGER NOT NULL DEFAULT 0",
 }
 
 
 def _add_run_columns(conn: sqlite3.Connection) -> None:
-    have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-    for name, decl in _RUN_COLUMNS.items():
-        if have and name not in have:
-            with contextlib.suppress(sqlite3.OperationalError):  # another run added it first
-                conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+    for table, columns in (("runs", _RUN_COLUMNS), ("case_results", _CASE_COLUMNS)):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns.items():
+            if have and name not in have:
+                with contextlib.suppress(sqlite3.OperationalError):  # another run added it first
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 @contextlib.contextmanager
@@ -330,7 +346,10 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
         try:
             conn.execute("DELETE FROM runs WHERE run_id = ?", (results.run_id,))
             conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_id, timestamp, status, commit_sha, lab_version, gpu_model,"
+                " methodology, warmup_requests, measurement_repeats, runtime, config_path,"
+                " config_sha256, recorded_at, kind, shared_host, runner)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     results.run_id,
                     normalize_timestamp(results.timestamp),
@@ -347,10 +366,14 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
                     now,
                     results.kind,
                     int(results.shared_host),
+                    json.dumps(results.runner, sort_keys=True),
                 ),
             )
             conn.executemany(
-                "INSERT INTO case_results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO case_results (run_id, case_id, framework, outcome, phase, reason,"
+                " latency_s, samples, spread_pct, peak_gpu_memory_mib, vram_gib, degraded_rung,"
+                " speedup_vs_baseline, regression, regression_detail, server_version, canary)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         r.run_id,
@@ -368,6 +391,8 @@ def record_run(db_path: str | os.PathLike[str], results: RunResults) -> None:
                         r.speedup_vs_baseline,
                         r.regression,
                         r.regression_detail,
+                        r.server_version,
+                        int(r.canary),
                     )
                     for r in rows
                 ],
@@ -383,6 +408,8 @@ def _row(values: sqlite3.Row | tuple[Any, ...]) -> HistoryRow:
     v = list(values)
     v[15] = json.loads(v[15]) if v[15] else []
     v[24] = bool(v[24])  # shared_host, an INTEGER in SQLite
+    v[25] = json.loads(v[25]) if v[25] else {}
+    v[27] = bool(v[27])
     return HistoryRow(*v)
 
 

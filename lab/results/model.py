@@ -49,6 +49,10 @@ class RegressionFinding(BaseModel):
     mde_pct: float | None = None  # smallest change this case's history lets the test detect
     z_score: float | None = None
     detail: str
+    # Both views together (regression.series_view): regressed | improved | unconfirmed |
+    # runner_shifted, None when neither flags it; and the words for it.
+    series_verdict: str | None = None
+    series_note: str | None = None
 
 
 class MemoryFinding(BaseModel):
@@ -158,7 +162,7 @@ class CaseResult(BaseModel):
     image: str | None = None  # tag the sandbox ran
     image_id: str | None = None
     runtime: str = ""
-    regression: str | None = None  # "regressed" | "improved" | None, set by history
+    regression: str | None = None  # "regressed" | "improved" | None: tonight's test (history)
     regression_detail: str | None = None
     regressions: list[RegressionFinding] = Field(default_factory=list)  # per framework
     # Across nights (lab/results/triage.py): new_failure | still_failing | fixed |
@@ -177,6 +181,15 @@ class CaseResult(BaseModel):
     flake_budget: FlakeBudget | None = None  # the case's, from the suite: see gating.py
     quarantine: Quarantine | None = None
     fleet_fit: list[FleetFit] = Field(default_factory=list)  # per GPU class of the suite's fleet
+    canary: bool = False  # a stable workload whose moves tell a runner shift (config `canary`)
+    # The nightly verdict from both views (regression.series_view): "regressed" / "improved"
+    # (a change of the series confirms it), "unconfirmed" (tonight's test flags it, the series
+    # does not yet), "runner_shifted" (it moved with the canaries); None: nothing to say.
+    series_verdict: str | None = None
+    # The change-point view of the case's series (lab/results/changes.py), set by detect:
+    # "unconfirmed" | "regressed since RUN (+X %)" | "drifted since RUN (+X %)" |
+    # "runner shifted (canary X +Y %)"; None when the series says nothing new.
+    change_note: str | None = None
 
     @property
     def final(self) -> AttemptResult | None:
@@ -209,6 +222,10 @@ class RunResults(BaseModel):
     shared_host: bool = False  # another lab run was live on this host at the same time
     shared_with: list[str] = Field(default_factory=list)  # those runs' ids (lab/host/neighbours)
     host: str = ""  # the machine's hostname
+    # What the numbers were measured on (lab/host/gpus.py runner_fingerprint): GPU name, driver,
+    # NVML max clocks, CPU model, kernel, lab commit. A change between nights is shown.
+    runner: dict[str, str] = Field(default_factory=dict)
+    runner_changed: str | None = None  # set by detect: what differs from the last comparable run
     # what fails this run beyond failures (--fail-on-*): outcomes, and "flake_budget"
     fail_on: list[str] = Field(default_factory=list)
     cases: list[CaseResult] = Field(default_factory=list)

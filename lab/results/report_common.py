@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.contract import PHASES, FrameworkResult, Outcome, Phase, summed_phases
-from lab.results.model import CaseResult, RunResults, uncertainty_fields
+from lab.results.model import CaseResult, RegressionFinding, RunResults, uncertainty_fields
 
 BUCKETS = ("passed", "degraded", "failed", "skipped", "interrupted")
 OUTCOME_COLORS = {
@@ -211,3 +211,13 @@ def commit_facts(results: RunResults, run_dir: Path | None) -> list[tuple[str, s
     if results.commit_sha and results.commit_source:
         served += f" (from {results.commit_source})"
     return [("lab commit", lab_commit), ("served framework version/commit", served)]
+
+
+def flagged_finding(f: RegressionFinding) -> bool:
+    """A latency finding the reports list: tonight's test or the change-point view says so."""
+    return f.verdict != "unchanged" or f.series_note is not None
+
+
+def finding_detail(f: RegressionFinding) -> str:
+    """The test's detail, then what the series says (regressed since RUN, unconfirmed, ...)."""
+    return f"{f.detail}; {f.series_note}" if f.series_note else f.detail

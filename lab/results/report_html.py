@@ -323,10 +323,12 @@ def render_html(
         ]
         parts.append(_table(("Case", "Passed on rung", "Original failure", "Attempts"), rows))
 
-    flagged = [(cs, f) for cs in results.cases for f in cs.regressions if f.verdict != "unchanged"]
+    flagged = [(cs, f) for cs in results.cases for f in cs.regressions if rc.flagged_finding(f)]
     grown = [
         (cs, f) for cs in results.cases for f in cs.memory_regressions if f.verdict == "regressed"
     ]
+    if results.runner_changed:
+        parts.append(f"<p><b>Runner changed</b> {e(results.runner_changed)}</p>")
     if flagged or grown:
         parts.append("<h2>Regressions and improvements</h2>")
         rows = [
@@ -335,7 +337,7 @@ def render_html(
                 e(f.framework),
                 f'<span class="{e(f.verdict)}">{e(f.verdict)}</span>',
                 e(rc.fmt_latency(f.latency_s)),
-                e(f.detail),
+                e(rc.finding_detail(f)),
             )
             for cs, f in flagged
         ]

@@ -149,10 +149,12 @@ def render_summary(
         ]
         lines += _table(("Case", "Passed on rung", "Original failure", "Attempts", "Latency"), rows)
 
-    flagged = [(c, f) for c in results.cases for f in c.regressions if f.verdict != "unchanged"]
+    flagged = [(c, f) for c in results.cases for f in c.regressions if rc.flagged_finding(f)]
     grown = [
         (c, f) for c in results.cases for f in c.memory_regressions if f.verdict == "regressed"
     ]
+    if results.runner_changed:
+        lines += [f"**Runner changed** {results.runner_changed}", ""]
     if flagged or grown:
         lines += ["## Regressions and improvements", ""]
         rows = [
@@ -161,7 +163,7 @@ def render_summary(
                 f.framework,
                 "**regressed**" if f.verdict == "regressed" else f.verdict,
                 rc.fmt_latency(f.latency_s),
-                f.detail,
+                rc.finding_detail(f),
             )
             for c, f in flagged
         ]
