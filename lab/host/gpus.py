@@ -159,3 +159,15 @@ def resolve_gpus(arg: str | None) -> list[GpuInfo]:
     if missing:
         raise LabError(f"--gpus {arg}: no GPU {missing} here; NVML sees {sorted(by_index)}")
     return [by_index[i] for i in wanted]
+
+
+def free_gib(index: int) -> float | None:
+    """NVML's free memory of a GPU in GiB: what the pool waits on before it starts a case beside
+    (or after) another (lab/host/scheduler.py). None without NVML or for an unknown index."""
+    n = nvml()
+    if n is None:
+        return None
+    try:
+        return float(n.nvmlDeviceGetMemoryInfo(n.nvmlDeviceGetHandleByIndex(index)).free) / 2**30
+    except Exception:  # NVMLError: an index this driver doesn't know
+        return None

@@ -184,3 +184,23 @@ def estimate_peak(
     if rank == 0:
         peaks.append(resident + lat + vae + vae_act)
     return max(peaks)
+
+
+def hold_to_share(device: object) -> int | None:
+    """On a GPU the lab shares between sandboxes: cap this process at its share of the card
+    ($LAB_GPU_SHARE_GIB) with torch's per-process memory fraction, so going over raises torch's
+    own OutOfMemoryError instead of starving a neighbour. Returns the share in bytes (None: the
+    GPU is not shared, or this is not CUDA)."""
+    import os
+
+    import torch
+
+    from lab.contract import GPU_SHARE_ENV
+
+    text = os.environ.get(GPU_SHARE_ENV)
+    if not text or not isinstance(device, torch.device) or device.type != "cuda":
+        return None
+    share = int(float(text) * GIB)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, share / total), device)
+    return share

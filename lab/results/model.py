@@ -152,6 +152,10 @@ class CaseResult(BaseModel):
     known_failure: KnownFailure | None = None
     flake_rate: FlakeRate | None = None
     fleet_fit: list[FleetFit] = Field(default_factory=list)  # per GPU class of the suite's fleet
+    # GPU sharing (lab/host/estimates.py): how the case was placed and from what estimate, and
+    # a co-located failure that was re-run alone ("co-location OOM … passed alone")
+    gpu_sharing: str | None = None
+    colocation_note: str | None = None
 
     @property
     def final(self) -> AttemptResult | None:
