@@ -19,6 +19,7 @@ from pathlib import Path
 from lab.config import Case
 from lab.contract import AttemptResult, Outcome
 from lab.errors import LabError
+from lab.host.scheduler import Placement, SimJob, simulate
 from lab.results.history import HISTORY_FILE, history_rows
 from lab.results.model import CaseResult
 from lab.results.store import load_results
@@ -205,3 +206,25 @@ def learn(
 def shareable_capacity_gib(card_gib: float | None) -> float:
     """What shares of one card may add up to: the card less CARD_MARGIN_GIB."""
     return max(0.0, (card_gib or 0.0) - CARD_MARGIN_GIB)
+
+
+def planned_placements(
+    jobs: Sequence[tuple[str, int, Estimate | None]], num_gpus: int, card_gib: float | None
+) -> dict[str, Placement]:
+    """Where the pool would place each (case id, GPUs, estimate) if every case took its
+    estimated time: the same grant_order the live pool uses, in its simulation."""
+    sim = simulate(
+        [
+            SimJob(cid, n, est.time_s if est else 1.0, est.share_gib if est and n == 1 else None)
+            for cid, n, est in jobs
+        ],
+        num_gpus,
+        capacity_gib=shareable_capacity_gib(card_gib),
+    )
+    return {p.key: p for p in sim.placements}
+
+
+def describe_placement(p: Placement) -> str:
+    where = f"GPU {','.join(map(str, p.gpus))}" if p.gpus else "a CPU slot"
+    beside = f" beside {', '.join(p.neighbours)}" if p.neighbours else " alone"
+    return f"{where} at {p.start_s:.0f}–{p.end_s:.0f} s{beside}"

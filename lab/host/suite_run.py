@@ -111,7 +111,7 @@ def list_dry_run(s: SuiteRun) -> SuiteRun | int:
     # The paths the run would write under --out (nothing is written there).
     run_dir = Path(s.args.out).resolve() / "DRY-RUN"
     ctx = RunContext(s.loaded, s.gpus, run_dir, "DRY-RUN", s.lab_places)
-    return print_dry_run(ctx, s.plans, s.runtime)
+    return print_dry_run(ctx, s.plans, s.runtime, run_dir.parent)  # learns from --out's history
 
 
 def prepare(s: SuiteRun) -> SuiteRun:
