@@ -23,6 +23,7 @@ from lab.host.scheduler import Placement, SimJob, simulate
 from lab.results.history import HISTORY_FILE, history_rows
 from lab.results.model import CaseResult
 from lab.results.store import load_results
+from lab.results.timeline import COMPARISON_NEVER_SHARES
 
 LAST_RUNS = 10  # comparable runs looked at
 LAST_PEAKS = 5  # peaks of passed attempts an estimate is made from
@@ -32,10 +33,6 @@ MIN_MARGIN_GIB = 1.0  # at least this much above it (a CUDA context, allocator s
 WIDE_SPREAD = 0.25  # peaks whose range exceeds this share of their median: no estimate
 OOM_RAISE = 1.5  # a co-located failure at share S: the next estimate is at least S x this
 CARD_MARGIN_GIB = 2.0  # of each card, never handed out as shares
-
-COMPARISON_NEVER_SHARES = (
-    "a measured comparison never shares a GPU (its latency must not be contended)"
-)
 
 
 @dataclass

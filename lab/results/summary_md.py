@@ -8,6 +8,7 @@ from pathlib import Path
 from lab.contract import FrameworkResult
 from lab.results import report_common as rc
 from lab.results.model import RunResults, spread_pct
+from lab.results.timeline import COMPARISON_NEVER_SHARES, PLACEMENT_HEADER, placement_rows
 from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
 
 
@@ -187,6 +188,12 @@ def render_summary(
         rows = [(c.case_id, *(str(f).partition(": ")[2] for f in c.fleet_fit)) for c in fits]
         lines += _table(("Case", *classes), rows)
 
+    placed = placement_rows(results)
+    if placed:  # GPU sharing (lab/host/scheduler.py)
+        lines += ["## GPU placements", ""]
+        if any(c.kind != "test" and c.attempts for c in results.cases):
+            lines += [f"Measured comparisons run alone: {COMPARISON_NEVER_SHARES}.", ""]
+        lines += _table(PLACEMENT_HEADER, placed)
     skipped = rc.cases_in(results, "skipped")
     if skipped:
         lines += [f"## Skipped ({len(skipped)})", ""]
