@@ -1,5 +1,8 @@
 """The run executor: pack planned attempts onto GPUs, run each case's ladder in its own sandbox,
-and keep results readable at every moment (results.json rewritten after each case)."""
+and keep results readable at every moment (results.json rewritten after each case).
+
+Over 450 lines because placing an attempt (the pool, its share of a GPU, the alone re-run of a
+co-located failure) and reading its result are one attempt's life and belong together."""
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ GIB = 1 << 30
 # live tensors at the widest point of each stage, in units of (batch x tokens x width):
 TEXT_ACTIVATION_FACTOR = 8  # residual, norm, q, k, v, attention out, MLP 4x at its peak
 DIT_ACTIVATION_FACTOR = 16  # Flux block: residual, modulated norm, qkv, attention, MLP 4x + GELU
+# lab.contract.GPU_SHARE_ENV, spelled here: importing the contract would close an import cycle
+GPU_SHARE_ENV = "LAB_GPU_SHARE_GIB"
 VAE_ACTIVATION_FACTOR = 10  # full-resolution feature maps alive in a decoder resnet + upsample
 
 
@@ -194,8 +196,6 @@ def hold_to_share(device: object) -> int | None:
     import os
 
     import torch
-
-    from lab.contract import GPU_SHARE_ENV
 
     text = os.environ.get(GPU_SHARE_ENV)
     if not text or not isinstance(device, torch.device) or device.type != "cuda":
