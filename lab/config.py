@@ -182,6 +182,10 @@ class Case(_Strict):
     junit_path: str | None = None  # where the command writes its JUnit file (relative to out dir)
     max_tokens: int | None = Field(None, gt=0)  # chat cases: tokens a measured request asks for
     flake_budget: FlakeBudget | None = None  # None: the suite's
+    # GPU sharing (lab/host/estimates.py): kind "test" cases may share a GPU by default, others
+    # only when marked shareable; exclusive opts a case out. Measured comparisons never share.
+    shareable: bool = False
+    exclusive: bool = False
 
     @field_validator("frameworks")
     @classmethod
@@ -229,6 +233,12 @@ class Case(_Strict):
         if v is not None:
             fill_placeholders(v, {"config_dir": _SAMPLE["config_dir"]})
         return v
+
+    @model_validator(mode="after")
+    def _sharing_fields(self) -> Case:
+        if self.shareable and self.exclusive:
+            raise ValueError("'shareable' and 'exclusive' are both true: pick one")
+        return self
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Case:

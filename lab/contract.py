@@ -18,6 +18,11 @@ SPEC_FILE = "spec.json"
 # extra_args of a `kind: test` case: flags for the server its launcher starts, handed over in
 # LAB_SERVER_EXTRA_ARGS (lab/e2e.py)
 TEST_KEY = "test"
+# A shared GPU (lab/host/scheduler.py): the sandbox's share of the card in GiB, and that share as
+# a fraction of the card. The lab's reference servers hold themselves to it with torch's
+# per-process memory fraction (lab/refserver/budget.py); other processes get it to read.
+GPU_SHARE_ENV = "LAB_GPU_SHARE_GIB"
+GPU_FRACTION_ENV = "LAB_CUDA_MEMORY_FRACTION"
 
 
 # target_mde_pct cases without measure_budget_s: seconds of measuring at most
@@ -184,6 +189,13 @@ class AttemptResult(_Model):
     # Set by the host after the run (lab/results/triage.py), on failed attempts only.
     failure_signature: str | None = None
     failure_signature_id: str | None = None
+    # Set by the host: GPU sharing (lab/host/scheduler.py). When the pool granted the GPUs,
+    # the share of the card it was held to (None: whole GPUs), the attempts that shared a GPU
+    # with it, and for a co-located failure, that it was re-run alone (and what that gave).
+    granted_at: float | None = None
+    share_gib: float | None = None
+    neighbours: list[str] = Field(default_factory=list)
+    colocation_note: str | None = None
 
     @property
     def exit_code(self) -> int:

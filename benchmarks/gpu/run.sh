@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU proof, on the device tool's machines (no network there): install the carried wheels,
 # start the carried Docker engine, run the GPU suite. Writes figures under $OUT.
-#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h200x2 | h200x2-all | h200-stats
-#   | h200-triage | h200-s4 | h100-power
+#   bash benchmarks/gpu/run.sh h100-docker | h100-netns | h100-colocate | h200x2 | h200x2-all
+#   | h200-stats | h200-triage | h200-s4 | h100-power | h100-transformers
 # Needs, in the checkout: .whl/ (cp312 wheels: docker, tenacity, diffusers, pydantic, ...) and
 # .device/docker-bundle.tar.xz (from ../shared/tools/docker-bundle.sh); both git-ignored.
 set -uo pipefail
@@ -10,7 +10,8 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl 2>&1 | tail -n 2
-if [ "$1" != h100-power ] && ! docker info >/dev/null 2>&1; then  # h100-power: no docker
+case "$1" in h100-power|h100-colocate|h100-transformers) nodocker=1 ;; *) nodocker=0 ;; esac
+if [ "$nodocker" = 0 ] && ! docker info >/dev/null 2>&1; then  # these phases: no docker
   mkdir -p /tmp/d && tar -C /tmp/d -xJf .device/docker-bundle.tar.xz
   export PATH=/tmp/d/bin:$PATH
   (LD_LIBRARY_PATH=/tmp/d/lib setsid dockerd --iptables=false --ip-masq=false --bridge=none \
@@ -44,6 +45,17 @@ case "$1" in
     PYTHONPATH=$PWD timeout 520 python3 benchmarks/regression_power_gpu.py --aa 30 --per-level 6 \
       --cases 10 --concurrency 8 --budget-s 400 --out "$OUT/regression_power_gpu.json" \
       >"$OUT/h100-power.log" 2>&1; tail -n 40 "$OUT/h100-power.log" ;;
+  h100-colocate)  # GPU sharing (#30): the 12-case gpu-colocate suite alone (no history: every
+    # case exclusive; its peaks are the history), then co-located by the learned estimates, same
+    # --out. Figures: colocate.json (device, wall both ways, failures, peak VRAM per GPU, placements)
+    timeout 330 python3 -m lab.cli nightly --config configs/gpu-colocate.json --runtime netns \
+      --out "$OUT/h100-colocate" 2>&1 | tail -n 4
+    python3 -m lab.cli list --config configs/gpu-colocate.json --plan --out "$OUT/h100-colocate" \
+      2>&1 | tail -n 12
+    timeout 150 python3 -m lab.cli nightly --config configs/gpu-colocate.json --runtime netns \
+      --out "$OUT/h100-colocate" 2>&1 | tail -n 4
+    PYTHONPATH=$PWD python3 benchmarks/gpu/colocate.py "$OUT/h100-colocate" "$OUT/colocate.json"
+    rm -rf "${OUT:?}/h100-colocate" ;;  # two files back: colocate.json and the nvidia-smi csv
   h100-latency)  # the spread of 5 latencies of a compute-bound case, then the NVML table
     timeout 150 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_large_t2i_latency \
       --runtime docker --out "$OUT/h100-latency" 2>&1 | tail -n 8

@@ -45,6 +45,13 @@ def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s = sub.add_parser("list", help="cases, GPUs needed, frameworks, aliases, runnable here")
     s.add_argument("--config", default=DEFAULT_CONFIG, help="suite file (default: the shipped one)")
     s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
+    s.add_argument(
+        "--plan",
+        action="store_true",
+        help="also each case's learned VRAM and time estimates, where they came from, and "
+        "where the pool would place it (GPU sharing)",
+    )
+    s.add_argument("--out", default="runs", help="root of run directories (its history.sqlite)")
     s.set_defaults(func=cmd_list)
 
     for name, helptext in (
@@ -207,6 +214,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lab.host.case_list import case_list
 
     print(case_list(plans))
+    if args.plan:
+        from pathlib import Path
+
+        from lab.host.dry_run import sharing_plan
+        from lab.host.estimates import describe_placement
+        from lab.host.plan import RunContext
+        from lab.host.runtimes.registry import default_runtime_name
+
+        root = Path(args.out).resolve()
+        ctx = RunContext(loaded, gpus, root / "PLAN", "PLAN")
+        ests, placed = sharing_plan(ctx, plans, default_runtime_name(), root)
+        for cid, est in ests.items():
+            where = f"; placed {describe_placement(placed[cid])}" if cid in placed else ""
+            print(f"{cid}: {est.describe()}{where}")
     return 0
 
 

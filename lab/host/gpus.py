@@ -238,3 +238,15 @@ def planned_gpus(arg: str | None) -> tuple[list[GpuInfo], str] | None:
         "runner would run it; nothing is started"
     )
     return gpus, line
+
+
+def free_gib(index: int) -> float | None:
+    """NVML's free memory of a GPU in GiB: what the pool waits on before it starts a case beside
+    (or after) another (lab/host/scheduler.py). None without NVML or for an unknown index."""
+    n = nvml()
+    if n is None:
+        return None
+    try:
+        return float(n.nvmlDeviceGetMemoryInfo(n.nvmlDeviceGetHandleByIndex(index)).free) / 2**30
+    except Exception:  # NVMLError: an index this driver doesn't know
+        return None

@@ -8,12 +8,18 @@ exactly what the nightly starts."""
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.config import Case, LoadedSuite, load_suite
-from lab.contract import DEFAULT_MEASURE_BUDGET_S, AttemptSpec
+from lab.contract import (
+    DEFAULT_MEASURE_BUDGET_S,
+    GPU_FRACTION_ENV,
+    GPU_SHARE_ENV,
+    AttemptSpec,
+)
 from lab.errors import LabError
 from lab.frameworks import comfyui, get_framework
 from lab.host.gpus import GpuInfo, visible_devices
@@ -148,9 +154,15 @@ class RunContext:
 
 
 def attempt_request(
-    ctx: RunContext, plan: CasePlan, rung: PlannedRung, attempt: int, gpus: list[int]
+    ctx: RunContext,
+    plan: CasePlan,
+    rung: PlannedRung,
+    attempt: int,
+    gpus: list[int],
+    share_gib: float | None = None,
 ) -> tuple[AttemptSpec, SandboxRequest]:
-    """The spec `lab case` reads and the sandbox the runtime starts for one attempt."""
+    """The spec `lab case` reads and the sandbox the runtime starts for one attempt;
+    `share_gib`: the attempt shares its GPU and is held to that much of it (share_caps)."""
     case = plan.case
     suite = ctx.loaded.suite
     infos = [g for g in ctx.gpus if g.index in gpus]
@@ -158,6 +170,11 @@ def attempt_request(
         ballast, vram_args = plan_vram(case.id, plan.vram_gib, infos, plan.frameworks)
     else:  # the node fills these in from the GPUs Slurm grants (runtimes/slurm_job.py)
         ballast, vram_args = None, {}
+    share_env: dict[str, str] = {}
+    if share_gib is not None and infos:
+        share_env, share_args = share_caps(share_gib, infos[0], plan.frameworks)
+        for fw, args in share_args.items():
+            vram_args[fw] = vram_args.get(fw, []) + args
     extra = {
         fw: list(rung.extra_args.get(fw, [])) + vram_args.get(fw, [])
         for fw in [*plan.frameworks, *(k for k in vram_args if k not in plan.frameworks)]
@@ -191,7 +208,7 @@ def attempt_request(
         config_dir=str(ctx.loaded.config_dir),
         test_image_path=test_image,
     )
-    env = sandbox_env(case, infos, gpus, suite.pass_env)
+    env = sandbox_env(case, infos, gpus, suite.pass_env) | share_env
     req = SandboxRequest(
         run_id=ctx.run_id,
         case_id=case.id,
@@ -210,6 +227,31 @@ def attempt_request(
         time_limit_s=attempt_bound_s(spec),
     )
     return spec, req
+
+
+def share_caps(
+    share_gib: float, gpu: GpuInfo, frameworks: list[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """How a shared attempt is held to its share of the card: (sandbox env, server flags).
+
+    Every sandbox gets $LAB_GPU_SHARE_GIB and $LAB_CUDA_MEMORY_FRACTION; the lab's reference
+    servers (diffusion and LLM) cap themselves there with torch's per-process memory fraction
+    (lab/refserver/budget.py), the reference LLM server's pool included, and so do the servers
+    a kind "test" case launches through lab.e2e. sglang and vLLM get their static memory
+    fraction (--mem-fraction-static, --gpu-memory-utilization) set to the share of the card.
+    Any other process has no cap the lab can set: its share rests on its learned estimate, and
+    a failure while shared is re-run alone (lab/host/run.py)."""
+    from lab.frameworks.llm_base import LlmServer
+
+    card_gib = gpu.memory_total_mib / 1024
+    fraction = min(0.99, share_gib / card_gib) if card_gib > 0 else 0.99
+    env = {GPU_SHARE_ENV: f"{share_gib:g}", GPU_FRACTION_ENV: f"{fraction:.4f}"}
+    args: dict[str, list[str]] = {}
+    for fw in frameworks:
+        f = get_framework(fw)
+        if isinstance(f, LlmServer) and f.device_memory_flag is None:  # not the reference one
+            args[fw] = [f.memory_flag, f"{math.floor(fraction * 100) / 100:g}"]
+    return env, args
 
 
 def attempt_bound_s(spec: AttemptSpec) -> float:

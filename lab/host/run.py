@@ -1,5 +1,8 @@
 """The run executor: pack planned attempts onto GPUs, run each case's ladder in its own sandbox,
-and keep results readable at every moment (results.json rewritten after each case)."""
+and keep results readable at every moment (results.json rewritten after each case).
+
+Over 450 lines because placing an attempt (the pool, its share of a GPU, the alone re-run of a
+co-located failure) and reading its result are one attempt's life and belong together."""
 
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from lab.contract import (
 )
 from lab.errors import LabError
 from lab.files import write_json_atomic
-from lab.host.gpus import GpuInfo, runner_fingerprint
+from lab.host.estimates import Estimate, learn, shareable_capacity_gib
+from lab.host.gpus import GpuInfo, free_gib, runner_fingerprint
 from lab.host.ladder import PlannedRung, case_outcome, climb
 from lab.host.neighbours import Neighbours
 from lab.host.plan import CasePlan, RunContext, attempt_bound_s, attempt_request
@@ -44,6 +48,8 @@ from lab.results.store import (
 )
 
 STOP_GRACE_S = 10.0
+# A co-located attempt that ends so is re-run alone before it counts (sharing never fails a case).
+NOT_FAILURES = (Outcome.passed, Outcome.interrupted, Outcome.skipped)
 
 
 @dataclass
@@ -92,6 +98,7 @@ class AttemptState:
     started: float
     gpus: list[int] = field(default_factory=list)
     spec: AttemptSpec | None = None  # once the attempt has one
+    granted: float | None = None  # when the pool granted its GPUs
 
 
 class RunExecutor:
@@ -116,9 +123,26 @@ class RunExecutor:
         self._exclusive = runtime.name == "local"
         # Slurm places attempts itself: no local GPU pool, only a bound on jobs in flight.
         self._lab_places = self.ctx.lab_places
+        # What each case is placed by (lab/host/estimates.py); the local runtime never shares.
+        card_gib = min(g.memory_total_mib for g in gpus) / 1024 if gpus else None
+        self.estimates: dict[str, Estimate] = learn(
+            [p.case for p in plans],
+            gpus[0].name if gpus else None,
+            opts.out_root,
+            card_gib,
+            opts.vram_gib,
+        )
+        if self._exclusive:
+            for est in self.estimates.values():
+                est.exclusive_reason = (
+                    est.exclusive_reason or "the local runtime runs one at a time"
+                )
         if self._lab_places:
             self.pool = ResourcePool(
-                [g.index for g in gpus], 1 if self._exclusive else loaded.suite.cpu_concurrency
+                [g.index for g in gpus],
+                1 if self._exclusive else loaded.suite.cpu_concurrency,
+                {g.index: shareable_capacity_gib(g.memory_total_mib / 1024) for g in gpus},
+                free_gib,
             )
         else:
             self.pool = ResourcePool([], loaded.suite.slurm.max_jobs)
@@ -145,6 +169,8 @@ class RunExecutor:
             runner=runner_fingerprint(lab_commit_and_reason()[0]),
         )
         self._image_ids: dict[str, str | None] = {}
+        self._attempt_no: dict[str, int] = {}
+        self._colocated: dict[str, list[AttemptResult]] = {}  # failed beside others, re-run alone
         self.write_error: OSError | None = None
 
     # --- the whole run ---------------------------------------------------------------------------
@@ -191,7 +217,7 @@ class RunExecutor:
         try:
             attempts = climb(
                 plan.ladder,
-                lambda rung, n: self._run_attempt(plan, rung, n),
+                lambda rung, _n: self._run_sharing(plan, rung),
                 on_retry=lambda msg: self.progress.note(plan.case.id, msg),
                 confirm=self.loaded.suite.confirm_failures,
             )
@@ -238,6 +264,7 @@ class RunExecutor:
             runtime=self.runtime.name,
             ladder_notes=plan.notes,
             canary=c.canary,
+            gpu_sharing=self.estimates[c.id].describe() if c.id in self.estimates else None,
         )
 
     def _skipped_result(self, plan: CasePlan) -> CaseResult:
@@ -247,7 +274,13 @@ class RunExecutor:
 
     def _case_result(self, plan: CasePlan, attempts: list[AttemptResult]) -> CaseResult:
         r = self._pending_result(plan)
-        r.attempts = attempts
+        with self._lock:
+            colocated = self._colocated.get(plan.case.id, [])
+        # every attempt in the record, in order; the outcome is the ladder's, alone re-runs'
+        r.attempts = sorted([*attempts, *colocated], key=lambda a: a.attempt)
+        r.colocation_note = next(
+            (a.colocation_note for a in reversed(attempts) if a.colocation_note), None
+        )
         if not attempts:
             r.outcome = Outcome.interrupted if self.stopping.is_set() else Outcome.skipped
             r.reason = "stopped before it started" if self.stopping.is_set() else "no rung to run"
@@ -278,24 +311,73 @@ class RunExecutor:
         return self._image_ids[image]
 
     # --- one attempt ------------------------------------------------------------------------------
-    def _run_attempt(self, plan: CasePlan, rung: PlannedRung, attempt: int) -> AttemptResult:
+    def _next_attempt(self, case_id: str) -> int:
+        with self._lock:
+            self._attempt_no[case_id] = n = self._attempt_no.get(case_id, 0) + 1
+            return n
+
+    def _run_sharing(self, plan: CasePlan, rung: PlannedRung) -> AttemptResult:
+        """One attempt of the ladder, placed by the case's estimate; one that fails while it
+        shared its GPU is re-run alone, and only that attempt's outcome is the ladder's."""
+        case = plan.case
+        est = self.estimates.get(case.id)
+        share = est.share_gib if est is not None and rung.num_gpus == 1 else None
+        result = self._run_attempt(plan, rung, self._next_attempt(case.id), share)
+        if not result.neighbours or result.outcome in NOT_FAILURES or self.stopping.is_set():
+            return result
+        what = "co-location OOM" if result.outcome is Outcome.oom else "co-location failure"
+        where = f"GPU {','.join(map(str, result.gpus))} shared with {', '.join(result.neighbours)}"
+        alone_no = self._next_attempt(case.id)
+        result.colocation_note = (
+            f"{what} ({result.outcome}) on {where}; re-run alone as attempt {alone_no}"
+        )
+        with self._lock:
+            self._colocated.setdefault(case.id, []).append(result)
+        self.progress.note(case.id, result.colocation_note)
+        alone = self._run_attempt(plan, rung, alone_no, None)
+        verdict = (
+            "passed alone" if alone.outcome is Outcome.passed else f"{alone.outcome} alone too"
+        )
+        alone.colocation_note = (
+            f"{what} in attempt {result.attempt} ({result.outcome} on {where}, share "
+            f"{result.share_gib:g} GiB); {verdict}"
+        )
+        return alone
+
+    def _run_attempt(
+        self, plan: CasePlan, rung: PlannedRung, attempt: int, share_gib: float | None = None
+    ) -> AttemptResult:
+        result = self._run_attempt_placed(plan, rung, attempt, share_gib)
+        key = f"{plan.case.id}#a{attempt}"
+        result.share_gib = share_gib if result.gpus else None
+        result.neighbours = self.pool.neighbours(key)
+        return result
+
+    def _run_attempt_placed(
+        self, plan: CasePlan, rung: PlannedRung, attempt: int, share_gib: float | None
+    ) -> AttemptResult:
         case = plan.case
         key = f"{case.id}#a{attempt}"
         st = AttemptState(plan, rung, attempt, time.time())
         if self.stopping.is_set():
             return self._interrupted(st, "before")
+        est = self.estimates.get(case.id)
+        est_time = est.time_s if est is not None else case.est_time_s
         try:
             if self._exclusive:
                 self._local_lock.acquire()
-            gpus = self.pool.acquire(rung.num_gpus if self._lab_places else 0, case.est_time_s, key)
+            gpus = self.pool.acquire(
+                rung.num_gpus if self._lab_places else 0, est_time, key, share_gib
+            )
         except Cancelled:
             if self._exclusive:
                 self._local_lock.release()
             return self._interrupted(st, "before")
         st.gpus = gpus
+        st.granted = time.time()
         sandbox = None
         try:
-            spec, req = attempt_request(self.ctx, plan, rung, attempt, gpus)
+            spec, req = attempt_request(self.ctx, plan, rung, attempt, gpus, share_gib)
             st.spec = spec
             Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
             write_json_atomic(req.spec_path, spec.model_dump(mode="json"))
@@ -312,7 +394,9 @@ class RunExecutor:
             if self.stopping.is_set():
                 sandbox.stop(STOP_GRACE_S)
             sx = sandbox.wait(attempt_bound_s(spec))
-            return self._read_result(st, sx)
+            result = self._read_result(st, sx)
+            result.gpus, result.granted_at = gpus, st.granted
+            return result
         except LabError as e:
             return self._host_result(st, Outcome.infra_error, str(e))
         except Exception as e:  # the engine went away mid-attempt, and the like
@@ -327,7 +411,7 @@ class RunExecutor:
                     self.progress.note(case.id, f"could not remove the sandbox: {e}")
                 with self._lock:
                     self._running.pop(key, None)
-            self.pool.release(gpus)
+            self.pool.release(gpus, key)
             if self._exclusive:
                 self._local_lock.release()
 
@@ -400,6 +484,7 @@ class RunExecutor:
                 )
             ],
             gpus=st.gpus,
+            granted_at=st.granted,
             vram_gib=st.plan.vram_gib,
             extra_args=st.rung.extra_args,
             started_at=st.started,

@@ -126,7 +126,7 @@ def list_dry_run(s: SuiteRun) -> SuiteRun | int:
     ctx = RunContext(s.loaded, s.gpus, run_dir, "DRY-RUN", s.lab_places)
     if s.planned_for:
         print(s.planned_for)
-    return print_dry_run(ctx, s.plans, s.runtime)
+    return print_dry_run(ctx, s.plans, s.runtime, run_dir.parent)  # learns from --out's history
 
 
 def prepare(s: SuiteRun) -> SuiteRun:

@@ -22,6 +22,8 @@ GIB = 1 << 30
 # live tensors at the widest point of each stage, in units of (batch x tokens x width):
 TEXT_ACTIVATION_FACTOR = 8  # residual, norm, q, k, v, attention out, MLP 4x at its peak
 DIT_ACTIVATION_FACTOR = 16  # Flux block: residual, modulated norm, qkv, attention, MLP 4x + GELU
+# lab.contract.GPU_SHARE_ENV, spelled here: importing the contract would close an import cycle
+GPU_SHARE_ENV = "LAB_GPU_SHARE_GIB"
 VAE_ACTIVATION_FACTOR = 10  # full-resolution feature maps alive in a decoder resnet + upsample
 
 
@@ -184,3 +186,21 @@ def estimate_peak(
     if rank == 0:
         peaks.append(resident + lat + vae + vae_act)
     return max(peaks)
+
+
+def hold_to_share(device: object) -> int | None:
+    """On a GPU the lab shares between sandboxes: cap this process at its share of the card
+    ($LAB_GPU_SHARE_GIB) with torch's per-process memory fraction, so going over raises torch's
+    own OutOfMemoryError instead of starving a neighbour. Returns the share in bytes (None: the
+    GPU is not shared, or this is not CUDA)."""
+    import os
+
+    import torch
+
+    text = os.environ.get(GPU_SHARE_ENV)
+    if not text or not isinstance(device, torch.device) or device.type != "cuda":
+        return None
+    share = int(float(text) * GIB)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, share / total), device)
+    return share

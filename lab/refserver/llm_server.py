@@ -100,7 +100,7 @@ class LlmState:
         import torch
 
         from lab.refserver import llm_model
-        from lab.refserver.budget import GIB, DeviceLedger
+        from lab.refserver.budget import GIB, DeviceLedger, hold_to_share
 
         ns = self.ns
         preset = llm_model.llm_preset_for(ns.model_path)
@@ -113,8 +113,11 @@ class LlmState:
         if device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(device)  # after our own CUDA context
             capacity = free
+            share = hold_to_share(device)  # a GPU shared with other sandboxes: our share of it
+            if share is not None:
+                capacity = min(capacity, share)
             if ns.device_memory_gib is not None:
-                capacity = min(free, int(ns.device_memory_gib * GIB))
+                capacity = min(capacity, int(ns.device_memory_gib * GIB))
         elif ns.device_memory_gib is not None:
             capacity = int(ns.device_memory_gib * GIB)
         else:

@@ -104,6 +104,7 @@ class Pipeline:
         self.dtype = pick_dtype(config, self.device)
         self.el = torch.empty((), dtype=self.dtype).element_size()
         capacity = None
+        budget.hold_to_share(self.device)  # a GPU shared with other sandboxes: our share of it
         if config.device_memory_gib is not None:
             capacity = int(config.device_memory_gib * GIB)
             if self.device.type == "cuda":

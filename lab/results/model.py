@@ -190,6 +190,10 @@ class CaseResult(BaseModel):
     # "unconfirmed" | "regressed since RUN (+X %)" | "drifted since RUN (+X %)" |
     # "runner shifted (canary X +Y %)"; None when the series says nothing new.
     change_note: str | None = None
+    # GPU sharing (lab/host/estimates.py): how the case was placed and from what estimate, and
+    # a co-located failure that was re-run alone ("co-location OOM … passed alone")
+    gpu_sharing: str | None = None
+    colocation_note: str | None = None
 
     @property
     def final(self) -> AttemptResult | None:

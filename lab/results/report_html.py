@@ -15,6 +15,7 @@ from lab.results import report_common as rc
 from lab.results.gating import describe_flake_budget, flake_budget_exceeded, quarantined
 from lab.results.history import HistoryRow, framework_outcome
 from lab.results.model import CaseResult, RunResults, spread_pct
+from lab.results.timeline import COMPARISON_NEVER_SHARES, timeline_svg
 from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
 
 _CSS = """
@@ -447,6 +448,13 @@ def render_html(
             for cs in fits
         ]
         parts.append(_table(("Case", *classes), rows, True))
+    svg = timeline_svg(results)
+    if svg:  # GPU sharing: lanes over time, attempts that shared a GPU stacked
+        parts.append("<h2>GPU timeline</h2>")
+        parts.append(svg)
+        notes = sorted({cs.gpu_sharing for cs in results.cases if cs.gpu_sharing})
+        if any(COMPARISON_NEVER_SHARES in n for n in notes):
+            parts.append(f"<p>Measured comparisons run alone: {e(COMPARISON_NEVER_SHARES)}.</p>")
     skipped = rc.cases_in(results, "skipped")
     if skipped:
         parts.append(f"<h2>Skipped ({len(skipped)})</h2>")

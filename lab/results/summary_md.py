@@ -9,6 +9,7 @@ from lab.contract import FrameworkResult
 from lab.results import report_common as rc
 from lab.results.gating import describe_flake_budget, flake_budget_exceeded, quarantined
 from lab.results.model import RunResults, spread_pct
+from lab.results.timeline import COMPARISON_NEVER_SHARES, PLACEMENT_HEADER, placement_rows
 from lab.results.triage import by_status, describe_group, signature_groups, triage_notes
 
 
@@ -233,6 +234,13 @@ def render_summary(
             for c, split in timed
         ]
         lines += _table(("Case", "Time / attempts", "Phases (summed over attempts)"), rows)
+
+    placed = placement_rows(results)
+    if placed:  # GPU sharing (lab/host/scheduler.py)
+        lines += ["## GPU placements", ""]
+        if any(c.kind != "test" and c.attempts for c in results.cases):
+            lines += [f"Measured comparisons run alone: {COMPARISON_NEVER_SHARES}.", ""]
+        lines += _table(PLACEMENT_HEADER, placed)
 
     skipped = rc.cases_in(results, "skipped")
     if skipped:

@@ -190,3 +190,14 @@ def test_suite_target_and_budget_reach_its_cases_and_included_ones(tmp_path: Pat
     loaded = load_suite(write(tmp_path, top))
     got = {c.id: (c.target_mde_pct, c.measure_budget_s) for c in loaded.suite.cases}
     assert got == {"plain": (4.0, 60.0), "own": (2.0, 60.0), "inc": (4.0, 60.0)}
+
+
+def test_shareable_and_exclusive_together_is_refused_naming_the_case(tmp_path: Path) -> None:
+    from lab.errors import LabError
+
+    path = tmp_path / "s.json"
+    case = {"id": "t1", "kind": "test", "command": "true", "shareable": True, "exclusive": True}
+    path.write_text(json.dumps({"suite": "s", "cases": [case]}))
+    with pytest.raises(LabError) as e:
+        load_suite(path)
+    assert "t1" in str(e.value) and "exclusive" in str(e.value) and str(path) in str(e.value)
