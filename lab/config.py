@@ -455,7 +455,22 @@ def _read_suite(path: Path) -> tuple[Suite, bytes]:
         raw = json.loads(data)
     except json.JSONDecodeError as e:
         raise ConfigError(str(path), None, None, f"not valid JSON: {e}") from None
-    return parse_suite(raw, path), data
+    return _local_paths(parse_suite(raw, path), path.parent), data
+
+
+def _local_paths(suite: Suite, folder: Path) -> Suite:
+    """A model or model_cache written as ./… or ../… is a folder relative to its suite file
+    (a model made by `lab models make`); it reaches the sandbox absolute, the path a pinned
+    server (transformers serve) lists and answers to."""
+
+    def local(p: str) -> str:
+        return str((folder / p).resolve()) if p.startswith(("./", "../")) else p
+
+    for case in suite.cases:
+        case.model = local(case.model)
+    if suite.model_cache:
+        suite.model_cache = local(suite.model_cache)
+    return suite
 
 
 def load_suite(path: str | Path) -> LoadedSuite:
