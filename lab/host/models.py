@@ -121,6 +121,11 @@ def make_tiny_llama(out: Path, spec: ModelSpec) -> str:
         vocab = vocab_file["model"]["vocab"]
         ids = {t["content"]: t["id"] for t in vocab_file["added_tokens"]}
         _build_model(work, spec, max(len(vocab), *ids.values()) + 1, ids)
+        # readable by a sandbox's own user (docker's uid 1000): safetensors writes 0600, and
+        # the temporary folder is 0700
+        for f in work.iterdir():
+            f.chmod(0o644)
+        work.chmod(0o755)
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)
