@@ -157,6 +157,9 @@ class Case(_Strict):
     target_mde_pct: float | None = Field(None, gt=0)
     measure_budget_s: float | None = Field(None, gt=0)
     memory_limit_mib: int | None = Field(None, gt=0)  # host RAM cap of the sandbox
+    # netns/local: each sandbox process's address space (RLIMIT_AS), which counts mapped files
+    # and reserved memory that a RAM cap does not; None: memory_limit_mib
+    address_space_limit_mib: int | None = Field(None, gt=0)
     # kind "test": a command run in the sandbox instead of a server
     command: str | None = None
     workdir: str | None = None

@@ -213,10 +213,12 @@ def memory_limit_prefix(req: SandboxRequest) -> list[str]:
     util-linux's prlimit) that every process of the sandbox inherits, each on its own. It needs
     no root and no cgroup delegation, and an allocation past it fails in the process that asked
     (ENOMEM: the server prints its own error) where a cgroup would SIGKILL it. It counts virtual
-    memory (mapped files, reserved arenas), which docker's mem_limit does not."""
-    if not req.memory_limit_mib:
+    memory (mapped files, reserved arenas), which docker's mem_limit does not: a case may give
+    it apart (address_space_limit_mib)."""
+    mib = req.address_space_limit_mib or req.memory_limit_mib
+    if not mib:
         return []
-    return ["prlimit", f"--as={req.memory_limit_mib * 1024 * 1024}", "--"]
+    return ["prlimit", f"--as={mib * 1024 * 1024}", "--"]
 
 
 class ProcessRuntime:
