@@ -22,11 +22,12 @@ run_opts = $(if $(GPUS),--gpus $(GPUS)) $(if $(RUNTIME),--runtime $(RUNTIME))
 repro_config = $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv engine images nightly repro test lint clean distclean _need-model
+.PHONY: help setup venv engine images nightly nightly-real repro test lint clean distclean _need-model
 
 help:
 	@echo "make nightly [CONFIG=$(CONFIG)] [GPUS=0,1|none] [RUNTIME=docker|netns|local|slurm] [ARGS=...]"
 	@echo "                        run the suite (set-up first)"
+	@echo "make nightly-real [RUNTIME=..]   configs/transformers.json: a real server (transformers serve)"
 	@echo "make repro MODEL=<model or case> [VRAM=<GiB>] [GPUS=..] [RUNTIME=..]"
 	@echo "                        run one case exactly as the nightly does"
 	@echo "make test [PYTEST_ARGS=...]   set-up, then all tests (slow and docker ones included)"
@@ -50,6 +51,9 @@ images: venv
 
 nightly: setup
 	$(LAB) nightly --config $(CONFIG) $(run_opts) $(ARGS)
+
+nightly-real: setup
+	$(LAB) nightly --config configs/transformers.json --gpus none $(if $(RUNTIME),--runtime $(RUNTIME)) $(ARGS)
 
 _need-model:
 	@if [[ -z "$(MODEL)" ]]; then \

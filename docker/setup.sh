@@ -4,7 +4,8 @@
 #   venv    .venv with the project installed editable plus its dev tools; CPU torch without a GPU
 #   engine  a Docker engine that answers (docker/ensure-engine.sh; installs and starts it as root)
 #   images  the lab's images (docker/build-images.sh)
-# Usage: docker/setup.sh [venv] [engine] [images]   (no argument: all three, in that order)
+#   models  the random-weight models real servers load offline (lab models make, build/models/)
+# Usage: docker/setup.sh [venv] [engine] [images] [models] [tools]   (no argument: all, in order)
 # Environment:
 #   REQUIRE_DOCKER=1  no engine, or no images, is an error (CI). Otherwise set-up goes on without
 #                     Docker, says so, and the docker tests skip; `make nightly RUNTIME=netns` works.
@@ -127,8 +128,17 @@ setup_slurm() {
   if ((ours)); then rm -f "$policy"; fi
 }
 
+# configs/transformers.json's models: made offline by the lab's own seeded maker; a folder that
+# holds a model is kept (the maker is deterministic, so it would make the same bytes).
+setup_models() {
+  local py=${VENV:-.venv}/bin/python
+  "$py" -m lab.cli models make tiny-llama --out build/models/tiny-llama --if-missing
+  "$py" -m lab.cli models make tiny-llama --out build/models/llama-200m-bf16 --hidden 1024 \
+    --layers 12 --heads 16 --dtype bfloat16 --if-missing
+}
+
 steps=("$@")
-((${#steps[@]})) || steps=(venv engine images tools)
+((${#steps[@]})) || steps=(venv engine images models tools)
 t_all=$(now)
 for step in "${steps[@]}"; do
   t0=$(now)
@@ -136,8 +146,9 @@ for step in "${steps[@]}"; do
     venv) setup_venv ;;
     engine) setup_engine || true ;;
     images) setup_images ;;
+    models) setup_models ;;
     tools) setup_tools && setup_slurm ;;
-    *) die "unknown step '$step' (usage: docker/setup.sh [venv] [engine] [images] [tools])" ;;
+    *) die "unknown step '$step' (usage: docker/setup.sh [venv] [engine] [images] [models] [tools])" ;;
   esac
   say "$step: $(elapsed "$t0")"
 done

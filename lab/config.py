@@ -176,6 +176,9 @@ class Case(_Strict):
     target_mde_pct: float | None = Field(None, gt=0)
     measure_budget_s: float | None = Field(None, gt=0)
     memory_limit_mib: int | None = Field(None, gt=0)  # host RAM cap of the sandbox
+    # netns/local: each sandbox process's address space (RLIMIT_AS), which counts mapped files
+    # and reserved memory that a RAM cap does not; None: memory_limit_mib
+    address_space_limit_mib: int | None = Field(None, gt=0)
     # kind "test": a command run in the sandbox instead of a server
     command: str | None = None
     workdir: str | None = None
@@ -296,6 +299,10 @@ def check_llm_args(framework: str | None, args: list[str], where: str) -> None:
         from lab.refserver.llm_server import build_parser
 
         known = frozenset(o for a in build_parser()._actions for o in a.option_strings)
+    elif framework == "transformers":
+        # its own click parser needs transformers imported (~7 s): checked by a unit test on
+        # every command line of configs/ (tests/unit/test_transformers_serve.py) instead
+        known = None
     elif framework is not None:
         from lab.frameworks import llm_flag_lists
 
@@ -510,7 +517,22 @@ def _read_suite(path: Path) -> tuple[Suite, bytes]:
         raw = json.loads(data)
     except json.JSONDecodeError as e:
         raise ConfigError(str(path), None, None, f"not valid JSON: {e}") from None
-    return parse_suite(raw, path), data
+    return _local_paths(parse_suite(raw, path), path.parent), data
+
+
+def _local_paths(suite: Suite, folder: Path) -> Suite:
+    """A model or model_cache written as ./… or ../… is a folder relative to its suite file
+    (a model made by `lab models make`); it reaches the sandbox absolute, the path a pinned
+    server (transformers serve) lists and answers to."""
+
+    def local(p: str) -> str:
+        return str((folder / p).resolve()) if p.startswith(("./", "../")) else p
+
+    for case in suite.cases:
+        case.model = local(case.model)
+    if suite.model_cache:
+        suite.model_cache = local(suite.model_cache)
+    return suite
 
 
 def load_suite(path: str | Path) -> LoadedSuite:

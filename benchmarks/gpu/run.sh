@@ -23,6 +23,22 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv >"$OU
 lab() { python3 -m lab.cli "$@"; }
 pack() { tar czf "$OUT/$1.tgz" --exclude='artifacts' --exclude='*.png' -C "$OUT" "$2"; rm -rf "${OUT:?}/$2"; }
 case "$1" in
+  h100-transformers)  # transformers serve 5.25 (carried, first on PYTHONPATH over the preinstalled
+    # 5.17), netns, hard cap 4 min: the chat case on cuda, then a 1.5 GiB card (ballast) where the
+    # 335 M float32 model OOMs with torch's CUDA text and the bfloat16 rung fits. One tgz + summary.
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/tf-site \
+      .whl/transformers-*.whl .whl/tokenizers-*.whl .whl/safetensors-*.whl .whl/huggingface_hub-*.whl \
+      .whl/hf_xet-*.whl .whl/httpx2-*.whl .whl/httpcore2-*.whl 2>&1 | tail -n 2
+    export PYTHONPATH=/tmp/tf-site:$PWD
+    python3 -c 'import transformers; print("transformers", transformers.__version__)'
+    timeout 30 python3 -m lab.cli models make tiny-llama --out build/models/tiny-llama --if-missing
+    timeout 60 python3 -m lab.cli models make tiny-llama --out build/models/llama-335m-f32 \
+      --hidden 2048 --layers 5 --heads 16 --if-missing
+    timeout 150 python3 -m lab.cli nightly --config configs/gpu-transformers.json --runtime netns \
+      --out "$OUT/h100-transformers" 2>&1 | tail -n 8
+    python3 benchmarks/gpu/summarize_transformers.py "$OUT/h100-transformers" \
+      >"$OUT/h100-transformers-summary.txt" 2>&1
+    pack h100-transformers h100-transformers ;;
   h100-docker)  # selftest (5 latencies), fits-80-not-24 ladder, PR #24559 both ways
     timeout 120 python3 -m lab.cli selftest --config configs/gpu.json --runtime docker \
       --out "$OUT/h100-docker" 2>&1 | tail -n 12

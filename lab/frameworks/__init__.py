@@ -16,6 +16,7 @@ from lab.frameworks.reference import Reference
 from lab.frameworks.reference_llm import ReferenceLlm
 from lab.frameworks.sglang import SGLang
 from lab.frameworks.sglang_srt import SGLangSrt
+from lab.frameworks.transformers_serve import TransformersServe
 from lab.frameworks.vllm import Vllm
 from lab.frameworks.vllm_omni import VllmOmni
 
@@ -24,7 +25,17 @@ if TYPE_CHECKING:
 
 REGISTRY: dict[str, type[Framework]] = {
     f.name: f
-    for f in (SGLang, VllmOmni, LightX2V, Reference, Custom, SGLangSrt, Vllm, ReferenceLlm)
+    for f in (
+        SGLang,
+        VllmOmni,
+        LightX2V,
+        Reference,
+        Custom,
+        SGLangSrt,
+        Vllm,
+        ReferenceLlm,
+        TransformersServe,
+    )
 }
 
 

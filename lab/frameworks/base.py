@@ -3,6 +3,7 @@ request bodies, how it emulates a smaller card, and the flags of its degrade lad
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from lab import __version__
@@ -34,6 +35,10 @@ class Framework:
     lists_models: ClassVar[bool] = True
     # GET path whose JSON `version` names the running server's version; None: it has none.
     version_path: ClassVar[str | None] = None
+    # A server with no version endpoint: the Python package (in the sandbox) that is the server.
+    package: ClassVar[str | None] = None
+    # Environment the server always gets (below the case's extra_env, which may override it).
+    server_env: ClassVar[dict[str, str]] = {}
     # The image the nightly runs the server in when the suite names none.
     image: ClassVar[str] = REFERENCE_IMAGE
     # A server that accounts device memory itself takes the emulated card's size by this flag
@@ -66,6 +71,15 @@ class Framework:
     def serve_args(self, case: Case, cfg: FrameworkConfig) -> list[str]:
         """The case's serve_args as they reach the command line."""
         return cfg.serve_arg_list
+
+    def installed_version(self) -> str | None:
+        """The version of `package` installed where this runs (the sandbox), or None."""
+        if self.package is None:
+            return None
+        try:
+            return metadata.version(self.package)
+        except metadata.PackageNotFoundError:
+            return None
 
     def health_url_path(self, cfg: FrameworkConfig) -> str:
         return self.health_path

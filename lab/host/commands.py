@@ -13,6 +13,7 @@ from pathlib import Path
 from lab.config import EXPORTS, load_suite
 from lab.errors import LabError
 from lab.host.gpus import resolve_gpus
+from lab.host.models import add_models_command
 from lab.host.plan import (
     DEFAULT_CONFIG,
     REFERENCE_CONFIG,
@@ -164,6 +165,8 @@ def add_host_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument("--gpus", default=None, help="0,1,… or none (default: all NVML sees)")
     s.add_argument("--out", default="runs", help="root of run directories")
     s.set_defaults(func=cmd_fit)
+
+    add_models_command(sub)
 
     s = sub.add_parser("clean", help="remove every sandbox a lab run left behind")
     s.add_argument("--out", default="runs", help="root of run directories")

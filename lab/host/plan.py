@@ -223,6 +223,7 @@ def attempt_request(
         shm_size=suite.shm_size,
         ipc_mode=suite.ipc_mode,
         memory_limit_mib=case.memory_limit_mib,
+        address_space_limit_mib=case.address_space_limit_mib,
         gpu_count=spec.num_gpus,
         time_limit_s=attempt_bound_s(spec),
     )

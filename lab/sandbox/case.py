@@ -206,7 +206,7 @@ class Attempt:
         cfg = self.case.frameworks[fw]
         spec = self.spec
         cmd = server_command(spec, fw)
-        env, recorded_env = self._env({**cfg.extra_env, **spec.extra_env})
+        env, recorded_env = self._env({**adapter.server_env, **cfg.extra_env, **spec.extra_env})
         res = FrameworkResult(
             framework=fw,
             outcome=Outcome.passed,
@@ -232,7 +232,10 @@ class Attempt:
                     # start → health 200 → model listed (0 without a ready path)
                     timings["healthy"] = round(healthy_at - t0, 3)
                     timings["ready"] = round(time.monotonic() - healthy_at, 3)
-                    res.server_version = server_version(base_url, adapter.version_path)
+                    res.server_version = (
+                        server_version(base_url, adapter.version_path)
+                        or adapter.installed_version()
+                    )
                     if adapter.style(cfg) != "none":
                         client = Client(
                             base_url,

@@ -23,6 +23,13 @@ OOM_PATTERNS: tuple[str, ...] = (
     r"NCCL WARN Cuda failure 'out of memory'",
     r"Orchestrator initialization failed: CUDA out of memory",
     r"Worker failed with error 'CUDA out of memory",
+    # transformers serve on the CPU: the engine's preload under an address-space limit (safetensors
+    # or torch asking the kernel for the weights' memory) ...
+    r"MemoryError: Cannot allocate memory \(os error 12\)",
+    r"RuntimeError: unable to mmap \d+ bytes",
+    # ... and its engine SIGKILLed under a cgroup limit (docker mem_limit): the kernel OOM killer
+    # is what kills a process inside a memory-limited sandbox; the lab's own stop comes later.
+    r"The model's process crashed \(exit code -9\)",
 )
 
 OOM_PREFIX = "oom:"  # a case pattern starting with this counts as OOM, not as a crash

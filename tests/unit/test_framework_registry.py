@@ -111,4 +111,4 @@ def test_without_its_registry_line_the_config_refuses_the_framework() -> None:
 
 
 def test_the_config_s_llm_servers_are_the_registry_s_chat_servers() -> None:
-    assert config.llm_frameworks() == ("sglang-srt", "vllm", "reference-llm")
+    assert config.llm_frameworks() == ("sglang-srt", "vllm", "reference-llm", "transformers")

@@ -48,6 +48,7 @@ class SandboxRequest:
     shm_size: str = "2g"
     ipc_mode: str | None = None
     memory_limit_mib: int | None = None
+    address_space_limit_mib: int | None = None  # netns/local (process.memory_limit_prefix)
     pids_limit: int = 4096
     # Runs this instead of `lab case <spec_path>` (tests, `lab repro --shell`); None: `lab case`.
     command: list[str] | None = None

@@ -208,6 +208,19 @@ class ProcessSandbox:
         return self._repro
 
 
+def memory_limit_prefix(req: SandboxRequest) -> list[str]:
+    """A case's memory_limit_mib without a cgroup: an address-space limit (RLIMIT_AS, set by
+    util-linux's prlimit) that every process of the sandbox inherits, each on its own. It needs
+    no root and no cgroup delegation, and an allocation past it fails in the process that asked
+    (ENOMEM: the server prints its own error) where a cgroup would SIGKILL it. It counts virtual
+    memory (mapped files, reserved arenas), which docker's mem_limit does not: a case may give
+    it apart (address_space_limit_mib)."""
+    mib = req.address_space_limit_mib or req.memory_limit_mib
+    if not mib:
+        return []
+    return ["prlimit", f"--as={mib * 1024 * 1024}", "--"]
+
+
 class ProcessRuntime:
     """Runs the sandbox command as a subprocess; subclasses put a prefix in front (unshare)."""
 
@@ -225,7 +238,7 @@ class ProcessRuntime:
         return list(req.command) if req.command else host_lab_case_command(req)
 
     def argv(self, req: SandboxRequest) -> list[str]:
-        return [*self.prefix(), *self.inner_command(req)]
+        return [*self.prefix(), *memory_limit_prefix(req), *self.inner_command(req)]
 
     def sandbox_env(self, req: SandboxRequest) -> dict[str, str]:
         """What the sandbox adds to the host's environment (shown in plans and repro lines)."""
