@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.integration.nightly_helpers import (
+from nightly_helpers import (
     ROOT,
     by_id,
     run_nightly,
