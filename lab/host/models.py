@@ -145,7 +145,7 @@ def add_models_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     s = sub.add_parser("models", help="make the random-weight models real servers load offline")
     msub = s.add_subparsers(dest="models_command", required=True)
     m = msub.add_parser("make", help="build a model folder (seeded: same options, same bytes)")
-    m.add_argument("kind", choices=KINDS)
+    m.add_argument("kind", choices=KINDS, help="which model family to build")
     m.add_argument("--out", required=True, type=Path, help="the model folder to write")
     d = ModelSpec()
     m.add_argument("--hidden", type=int, default=d.hidden, help=f"hidden size ({d.hidden})")
@@ -153,7 +153,9 @@ def add_models_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     m.add_argument("--heads", type=int, default=d.heads, help=f"attention heads ({d.heads})")
     m.add_argument("--intermediate", type=int, default=None, help="MLP size (4 × hidden)")
     m.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="of the saved weights")
-    m.add_argument("--seed", type=int, default=d.seed)
+    m.add_argument(
+        "--seed", type=int, default=d.seed, help=f"of the random weights and tokenizer ({d.seed})"
+    )
     m.add_argument(
         "--if-missing", action="store_true", help="do nothing when OUT already holds a model"
     )

@@ -5,7 +5,8 @@ way nox's tasks.py runs sessions:
             → run → finish (triage, reports, history, latest) → exit code
 
 Each step takes the chain's value (`SuiteRun`) and returns it, or an int: the exit code, which
-ends the chain. Also here: the pieces `lab fit` and `lab repro --shell` share with the chain."""
+ends the chain. Also here: the pieces `lab fit` and `lab repro --shell` share with the chain.
+It is a little over 450 lines because the chain reads best whole, one step after another."""
 
 from __future__ import annotations
 
