@@ -301,7 +301,7 @@ def check_llm_args(framework: str | None, args: list[str], where: str) -> None:
         known = frozenset(o for a in build_parser()._actions for o in a.option_strings)
     elif framework == "transformers":
         # its own click parser needs transformers imported (~7 s): checked by a unit test on
-        # every command line of configs/ (tests/unit/test_transformers_serve.py) instead
+        # every command line of configs/ (tests/unit/test_transformers_adapter.py) instead
         known = None
     elif framework is not None:
         from lab.frameworks import llm_flag_lists

@@ -9,7 +9,11 @@ set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl 2>&1 | tail -n 2
+# The preinstalled python is a venv under /opt: the carried wheels go beside it (--target),
+# first on the import path, so they win over its own (transformers 5.25 over 5.17).
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/lab-site .whl/*.whl \
+  2>&1 | tail -n 2
+export PYTHONPATH=/tmp/lab-site:$PWD
 case "$1" in h100-power|h100-colocate|h100-transformers) nodocker=1 ;; *) nodocker=0 ;; esac
 if [ "$nodocker" = 0 ] && ! docker info >/dev/null 2>&1; then  # these phases: no docker
   mkdir -p /tmp/d && tar -C /tmp/d -xJf .device/docker-bundle.tar.xz
@@ -26,10 +30,6 @@ case "$1" in
   h100-transformers)  # transformers serve 5.25 (carried, first on PYTHONPATH over the preinstalled
     # 5.17), netns, hard cap 4 min: the chat case on cuda, then a 1.5 GiB card (ballast) where the
     # 335 M float32 model OOMs with torch's CUDA text and the bfloat16 rung fits. One tgz + summary.
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/tf-site \
-      .whl/transformers-*.whl .whl/tokenizers-*.whl .whl/safetensors-*.whl .whl/huggingface_hub-*.whl \
-      .whl/hf_xet-*.whl .whl/httpx2-*.whl .whl/httpcore2-*.whl 2>&1 | tail -n 2
-    export PYTHONPATH=/tmp/tf-site:$PWD
     python3 -c 'import transformers; print("transformers", transformers.__version__)'
     timeout 30 python3 -m lab.cli models make tiny-llama --out build/models/tiny-llama --if-missing
     timeout 60 python3 -m lab.cli models make tiny-llama --out build/models/llama-335m-f32 \
@@ -58,7 +58,7 @@ case "$1" in
   h100-power)  # regression power on real nights (#29): 48 nights x 10 short reference-server
     # cases, a fresh server per night, 8 at once on the one GPU; 3/5/10 % step slowdowns. No
     # docker. Needs ruptures in .whl/. Writes regression_power_gpu.json (+ its log)
-    PYTHONPATH=$PWD timeout 520 python3 benchmarks/regression_power_gpu.py --aa 30 --per-level 6 \
+    timeout 520 python3 benchmarks/regression_power_gpu.py --aa 30 --per-level 6 \
       --cases 10 --concurrency 8 --budget-s 400 --out "$OUT/regression_power_gpu.json" \
       >"$OUT/h100-power.log" 2>&1; tail -n 40 "$OUT/h100-power.log" ;;
   h100-colocate)  # GPU sharing (#30): the 12-case gpu-colocate suite alone (no history: every
@@ -70,13 +70,13 @@ case "$1" in
       2>&1 | tail -n 12
     timeout 150 python3 -m lab.cli nightly --config configs/gpu-colocate.json --runtime netns \
       --out "$OUT/h100-colocate" 2>&1 | tail -n 4
-    PYTHONPATH=$PWD python3 benchmarks/gpu/colocate.py "$OUT/h100-colocate" "$OUT/colocate.json"
+    python3 benchmarks/gpu/colocate.py "$OUT/h100-colocate" "$OUT/colocate.json"
     rm -rf "${OUT:?}/h100-colocate" ;;  # two files back: colocate.json and the nvidia-smi csv
   h100-latency)  # the spread of 5 latencies of a compute-bound case, then the NVML table
     timeout 150 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_large_t2i_latency \
       --runtime docker --out "$OUT/h100-latency" 2>&1 | tail -n 8
     pack h100-latency h100-latency
-    PYTHONPATH=$PWD timeout 330 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" small medium \
+    timeout 330 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h100.json" small medium \
       large xl 2>&1 | tail -n 16 ;;
   h200x2-all)  # everything in one command when device time is short
     timeout 420 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_medium_side_a \
@@ -90,7 +90,7 @@ case "$1" in
       --case gpu_medium_side_a --case gpu_medium_side_b --runtime docker \
       --out "$OUT/h200x2-docker" 2>&1 | tail -n 40
     pack h200x2-docker h200x2-docker
-    PYTHONPATH=$PWD timeout 240 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h200x2.json" large \
+    timeout 240 python3 benchmarks/gpu/peak_memory.py "$OUT/peak-memory-h200x2.json" large \
       2>&1 | tail -n 8 ;;
   h200-llm)  # PR #24559 as sglang wrote it: an e2e test file launching an LLM server (ref-llm://
     # qwen3-0.6b). Under 32 GiB: oom at 0.88 (torch's CUDA text, from the test's output), then
@@ -117,7 +117,7 @@ PY
     pack h200-llm h200-llm ;;
   h200-stats)  # ballast start → memory held, driver API vs torch; its phase time in a ladder;
     # the medium case with target_mde_pct 2 (repeats taken, CI and MDE reached, why it stopped)
-    PYTHONPATH=$PWD timeout 120 python3 benchmarks/gpu/ballast_time.py "$OUT/ballast-time-h200.json" \
+    timeout 120 python3 benchmarks/gpu/ballast_time.py "$OUT/ballast-time-h200.json" \
       --keep-gib 24 --runs 3 2>&1 | tail -n 4
     timeout 150 python3 -m lab.cli nightly --config configs/gpu.json --case gpu_xl_t2v_fits80_not24 \
       --runtime netns --out "$OUT/h200-stats" 2>&1 | tail -n 12

@@ -219,6 +219,19 @@ def test_repro_command_runs_the_same_sandbox_by_hand(netns, tmp_path):
     assert done.stdout.strip() == "repro [(1, 'lo')]"
 
 
+def test_a_package_on_the_hosts_pythonpath_imports_in_the_sandbox(netns, tmp_path, monkeypatch):
+    """The GPU machine's way: newer wheels installed with --target, first on PYTHONPATH."""
+    site = tmp_path / "target-site"
+    (site / "carried_pkg").mkdir(parents=True)
+    (site / "carried_pkg" / "__init__.py").write_text("VERSION = '9.9'\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    code = "import carried_pkg, lab; print(carried_pkg.VERSION)"
+    box = netns.start(make_request(tmp_path, [sys.executable, "-c", code]))
+    ex = box.wait(20)
+    box.stop(1)
+    assert ex.log_tail == ["9.9"], ex.log_tail
+
+
 def test_local_runtime_runs_on_the_host_network_and_stops_its_group(tmp_path):
     local = LocalRuntime(state_dir=tmp_path / "state")
     code = "import socket; print(len(socket.if_nameindex()) > 0)"

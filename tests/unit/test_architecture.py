@@ -155,3 +155,10 @@ def test_every_module_over_the_size_limit_says_why_in_its_docstring() -> None:
         if "450 lines" not in doc and "it is data" not in doc:
             unexplained.append(f"{name} ({lines} lines)")
     assert not unexplained, "long modules, no reason in the docstring: " + ", ".join(unexplained)
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test modules by basename (no packages under tests/): two files of one
+    name stop the whole collection, so CI runs nothing."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -243,7 +243,12 @@ class ProcessRuntime:
     def sandbox_env(self, req: SandboxRequest) -> dict[str, str]:
         """What the sandbox adds to the host's environment (shown in plans and repro lines)."""
         # The host's own CUDA_VISIBLE_DEVICES (GPU UUIDs) wins over the indices.
-        return with_pythonpath({**gpu_env(req.gpus), **req.env}, lab_source_dir())
+        env = {**gpu_env(req.gpus), **req.env}
+        # The sandbox runs the host's interpreter: it keeps the host's import path (packages
+        # installed with --target) behind the lab's own source, unless the case sets one.
+        if "PYTHONPATH" not in env and os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return with_pythonpath(env, lab_source_dir())
 
     # -- Runtime -------------------------------------------------------------------------------
     def check(self) -> None:
