@@ -157,7 +157,7 @@ def test_every_module_over_the_size_limit_says_why_in_its_docstring() -> None:
     assert not unexplained, "long modules, no reason in the docstring: " + ", ".join(unexplained)
 
 
-def test_test_files_have_unique_names():
+def test_test_files_have_unique_names() -> None:
     """pytest imports test modules by basename (no packages under tests/): two files of one
     name stop the whole collection, so CI runs nothing."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
