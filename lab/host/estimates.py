@@ -114,7 +114,8 @@ def _history(root: Path, gpu_class: str | None, case_ids: list[str]) -> dict[str
     seen: dict[str, _Seen] = {c: _Seen() for c in case_ids}
     db = root / HISTORY_FILE
     try:
-        rows = history_rows(db, case_ids)
+        # Left in place when corrupt: the run's record step moves it aside and reports it.
+        rows = history_rows(db, case_ids, repair=False)
     except LabError:
         return seen  # an unreadable history: nothing learned, every case runs alone
     runs: list[str] = []

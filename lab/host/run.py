@@ -395,7 +395,9 @@ class RunExecutor:
                 sandbox.stop(STOP_GRACE_S)
             sx = sandbox.wait(attempt_bound_s(spec))
             result = self._read_result(st, sx)
-            result.gpus, result.granted_at = gpus, st.granted
+            result.granted_at = st.granted
+            if self._lab_places:  # host indices; where Slurm places, the node side's record holds
+                result.gpus = gpus
             return result
         except LabError as e:
             return self._host_result(st, Outcome.infra_error, str(e))

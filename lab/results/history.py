@@ -294,8 +294,11 @@ def _add_run_columns(conn: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def _connect(db_path: Path, *, create: bool, check: bool = False) -> Iterator[sqlite3.Connection]:
-    """An open, schema-checked connection; corrupt files are moved aside and reported."""
+def _connect(
+    db_path: Path, *, create: bool, check: bool = False, repair: bool = True
+) -> Iterator[sqlite3.Connection]:
+    """An open, schema-checked connection; corrupt files are reported, and moved aside when
+    `repair` (a reader that only peeks leaves that to the run that records and reports)."""
     conn: sqlite3.Connection | None = None
     try:
         if create:
@@ -322,7 +325,7 @@ def _connect(db_path: Path, *, create: bool, check: bool = False) -> Iterator[sq
         if conn is not None:
             conn.close()
             conn = None
-        if _is_corrupt(e) and db_path.is_file():
+        if repair and _is_corrupt(e) and db_path.is_file():
             aside = _move_aside(db_path)
             raise LabError(
                 f"{db_path}: the run history is not a readable SQLite database ({e}). "
@@ -413,10 +416,12 @@ def _row(values: sqlite3.Row | tuple[Any, ...]) -> HistoryRow:
     return HistoryRow(*v)
 
 
-def _query(db_path: Path, where: str, params: Sequence[object]) -> list[HistoryRow]:
+def _query(
+    db_path: Path, where: str, params: Sequence[object], repair: bool = True
+) -> list[HistoryRow]:
     if not db_path.exists():
         return []
-    with _connect(db_path, create=False) as conn:
+    with _connect(db_path, create=False, repair=repair) as conn:
         if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             return []  # an empty file: no history yet
         sql = f"{_SELECT} {where} ORDER BY r.timestamp, r.run_id, c.case_id, c.framework"
@@ -444,8 +449,10 @@ def history_rows(
     db_path: str | os.PathLike[str],
     case_ids: Iterable[str] | None = None,
     last_runs: int | None = None,
+    repair: bool = True,
 ) -> list[HistoryRow]:
-    """Rows of the given cases (all when None) of the last `last_runs` runs, oldest first."""
+    """Rows of the given cases (all when None) of the last `last_runs` runs, oldest first.
+    `repair=False`: a corrupt file raises and stays where it is (see _connect)."""
     where = "WHERE 1"
     params: list[object] = []
     if case_ids is not None:
@@ -457,7 +464,7 @@ def history_rows(
     if last_runs is not None:
         where += " AND r.run_id IN (SELECT run_id FROM runs ORDER BY timestamp DESC LIMIT ?)"
         params.append(last_runs)
-    return _query(Path(db_path), where, params)
+    return _query(Path(db_path), where, params, repair)
 
 
 def rebuild_history(db_path: str | os.PathLike[str], run_dirs: Iterable[Path]) -> int:

@@ -129,6 +129,18 @@ def test_the_dry_run_places_the_cases_as_their_estimates_say(tmp_path: Path) -> 
     assert placed["perf_chat"].neighbours == [] and placed["unknown"].neighbours == []
 
 
+def test_a_corrupt_history_teaches_nothing_and_stays_for_the_run_to_report(tmp_path: Path) -> None:
+    # A dry run changes nothing; a nightly reports the corrupt file when it records (exit 2).
+    loaded = load_suite(_suite(tmp_path))
+    db = tmp_path / "runs" / "history.sqlite"
+    db.parent.mkdir()
+    db.write_bytes(b"not a database" * 100)
+    ests = learn(loaded.suite.cases, CARD.name, tmp_path / "runs", 80.0)
+    assert all(e.share_gib is None for e in ests.values())
+    assert db.read_bytes() == b"not a database" * 100
+    assert not list(db.parent.glob("history.sqlite.corrupt-*"))
+
+
 @pytest.mark.netns
 @pytest.mark.slow
 def test_sharing_runs_end_to_end_and_a_colocation_oom_passes_alone(tmp_path: Path) -> None:

@@ -176,7 +176,9 @@ def test_report_header_says_commit_host_runtime_duration_and_sharing(report, tmp
     facts = dict(
         re.findall(r'<tr class="fact" data-fact="([^"]+)"><th>[^<]*</th><td>([^<]*)</td>', dom)
     )
-    assert facts["commit"] == "0123456789ab (from GITHUB_SHA)"
+    # Two labelled commits, each whole: the served framework's and the lab's own.
+    assert facts["served framework version/commit"] == "0123456789abcdef0123 (from GITHUB_SHA)"
+    assert facts["lab commit"]
     assert facts["host"] == "gpu-node-7"
     assert facts["runtime"] == "docker"
     assert facts["duration"].startswith("1 min 30 s")
