@@ -78,7 +78,8 @@ def one_attempt(runtime: str, n: int, work: Path) -> dict[str, Any]:
     lines = []
     for ln in proc.stdout:
         lines.append(ln)
-        m = LINE.match(ln.strip())
+        # the progress line, not the summary table's "  passed   b1 ..." printed after the report
+        m = LINE.match(ln)
         if m:
             seen.setdefault(m.group(2), {})["start" if m.group(1) == "start" else "end"] = (
                 time.monotonic()
