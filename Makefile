@@ -22,7 +22,7 @@ run_opts = $(if $(GPUS),--gpus $(GPUS)) $(if $(RUNTIME),--runtime $(RUNTIME))
 repro_config = $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv engine images nightly nightly-real repro test lint clean distclean _need-model
+.PHONY: help setup venv engine images parsers nightly nightly-real repro test lint clean distclean _need-model
 
 help:
 	@echo "make nightly [CONFIG=$(CONFIG)] [GPUS=0,1|none] [RUNTIME=docker|netns|local|slurm] [ARGS=...]"
@@ -33,6 +33,8 @@ help:
 	@echo "make test [PYTEST_ARGS=...]   set-up, then all tests (slow and docker ones included)"
 	@echo "make setup              .venv + Docker engine + images; fast when done already"
 	@echo "make images             build the images that are missing or out of date"
+	@echo "make parsers            sglang's and vLLM's parsers on CPU (build/parsers), for the test"
+	@echo "                        that runs every generated command line through them"
 	@echo "make lint               ruff check, ruff format --check, mypy (strict, all of lab/)"
 	@echo "make clean              remove containers, processes and namespaces lab runs left"
 	@echo "make distclean          clean, then remove .venv, build/ and the nightly-lab images"
@@ -48,6 +50,9 @@ engine:
 
 images: venv
 	@docker/build-images.sh all
+
+parsers: venv
+	@docker/parsers/build.sh
 
 nightly: setup
 	$(LAB) nightly --config $(CONFIG) $(run_opts) $(ARGS)
