@@ -43,15 +43,30 @@ def check_srt(args: list[str]) -> None:
     _building("sglang.launch_server", lambda: prepare_server_args(args))
 
 
-def check_diffusion(args: list[str]) -> None:
+def srt_parser() -> argparse.ArgumentParser:
+    """The parser prepare_server_args builds (for the option list)."""
+    from sglang.srt.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser(prog="sglang.launch_server")
+    ServerArgs.add_cli_args(parser)
+    return parser
+
+
+def diffusion_parser() -> argparse.ArgumentParser:
+    """The parser `sglang serve` builds for a diffusion model."""
     from sglang.multimodal_gen.runtime.entrypoints.cli.serve import (
         add_multimodal_gen_serve_args,
     )
-    from sglang.multimodal_gen.runtime.server_args import ServerArgs
 
     parser = argparse.ArgumentParser(prog="sglang serve")
     add_multimodal_gen_serve_args(parser)
-    parsed, rest = parser.parse_known_args(args)
+    return parser
+
+
+def check_diffusion(args: list[str]) -> None:
+    from sglang.multimodal_gen.runtime.server_args import ServerArgs
+
+    parsed, rest = diffusion_parser().parse_known_args(args)
     # argv: which flags were given explicitly (sglang reads sys.argv when it is not passed);
     # default_args: what `sglang serve` passes
     _building(
@@ -72,4 +87,4 @@ def check(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(check))
+    sys.exit(main(check, lambda: {"sglang-srt": srt_parser(), "sglang": diffusion_parser()}))

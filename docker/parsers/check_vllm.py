@@ -57,5 +57,14 @@ def check(argv: list[str]) -> None:
         sys.argv = saved
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    """The options of `vllm serve`: its subcommand's parser is built by make_arg_parser."""
+    from vllm.entrypoints.common.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser: argparse.ArgumentParser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
+    return parser
+
+
 if __name__ == "__main__":
-    sys.exit(main(check))
+    sys.exit(main(check, lambda: {"vllm": serve_parser()}))

@@ -14,10 +14,14 @@ stdout: the item's fields plus "verdict" and "message":
               "message" names the exception. Not a rejection; the test lists these lines.
   error       the check itself failed (e.g. a line that is not this package's); the lab treats
               it as a failure, never as accepted
-One process checks every line: the package is imported once (that takes seconds)."""
+One process checks every line: the package is imported once (that takes seconds).
+
+With `--options` it instead writes one JSON object: lab framework → every option string its
+real parser has (what lab/frameworks/llm_flag_lists.py is generated from)."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -27,6 +31,7 @@ from contextlib import redirect_stderr
 from typing import Any
 
 Check = Callable[[list[str]], None]  # raises SystemExit when the parser rejects argv
+Options = Callable[[], dict[str, argparse.ArgumentParser]]  # lab framework → its real parser
 
 
 class Unverified(Exception):
@@ -64,14 +69,22 @@ def verdict(check: Check, argv: list[str]) -> tuple[str, str]:
     return "accepted", ""
 
 
-def main(check: Check) -> int:
-    items: list[dict[str, Any]] = json.load(sys.stdin)
-    # Verdicts get their own copy of stdout; whatever the package prints (at any level, C
-    # included) goes to stderr, so it cannot break the JSON lines.
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    for item in items:
-        v, message = verdict(check, [str(a) for a in item["argv"]])
-        out.write(json.dumps({**item, "verdict": v, "message": message}) + "\n")
-        out.flush()
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """The long options a parser accepts, --help aside (no server is started by it)."""
+    return sorted(o for o in parser._option_string_actions if o.startswith("--") and o != "--help")
+
+
+def main(check: Check, parsers: Options) -> int:
+    # Answers get their own copy of stdout; whatever the package prints (at any level, C
+    # included) goes to stderr, so it cannot break the JSON.
+    with os.fdopen(os.dup(1), "w") as out:
+        os.dup2(2, 1)
+        if sys.argv[1:] == ["--options"]:
+            out.write(json.dumps({fw: option_strings(p) for fw, p in parsers().items()}) + "\n")
+            return 0
+        items: list[dict[str, Any]] = json.load(sys.stdin)
+        for item in items:
+            v, message = verdict(check, [str(a) for a in item["argv"]])
+            out.write(json.dumps({**item, "verdict": v, "message": message}) + "\n")
+            out.flush()
     return 0

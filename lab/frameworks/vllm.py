@@ -9,6 +9,10 @@ from lab.frameworks.llm_base import LlmServer
 if TYPE_CHECKING:
     from lab.config import Case, FrameworkConfig
 
+# The release whose parser checks the lab's lines (docker/parsers/vllm-requirements.txt pins it)
+# and whose options config validation knows (llm_flag_lists.py).
+VLLM_VERSION = "0.34.0"
+
 
 class Vllm(LlmServer):
     name = "vllm"

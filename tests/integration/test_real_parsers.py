@@ -1,7 +1,8 @@
 """sglang's and vLLM's own parsers accept every server command line the lab generates: every
 case and ladder rung of every suite under configs/, plus the LLM server cases of
 tests/data/llm_servers.json (no suite under configs/ names sglang-srt or vllm yet). One checker
-process per package, in the environments `make parsers` builds (docker/parsers/build.sh).
+process per package, in the environments `make parsers` builds (docker/parsers/build.sh). The
+option lists config validation reads (llm_flag_lists.py) are those parsers' own.
 
 Without those environments the tests skip, saying so; with REQUIRE_PARSERS=1 (CI) they fail."""
 
@@ -14,13 +15,22 @@ from typing import Any
 
 import pytest
 
+from lab.config import load_suite
+from lab.frameworks import llm_flag_lists
+from lab.frameworks.args import flag_name
+from lab.frameworks.reference import DEVICE_MEMORY_FLAG
+from lab.frameworks.sglang import SGLANG_VERSION
+from lab.frameworks.vllm import VLLM_VERSION
+from lab.host.commandlines import suite_command_lines
 from lab.host.real_parsers import (
+    CHECKERS,
     SERVED_BY,
     ParserEnvError,
     Verdict,
     check_lines,
     env_dir,
     parser_lines,
+    real_options,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,17 +62,21 @@ def _bad_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _need_env(package: str) -> None:
+    try:
+        env_dir(package)
+    except ParserEnvError as e:
+        if os.environ.get("REQUIRE_PARSERS") == "1":
+            pytest.fail(f"{e} (REQUIRE_PARSERS=1)")
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module")
 def verdicts() -> dict[str, tuple[list[Verdict], list[Verdict]]]:
     """package → (verdicts on the lab's lines, verdicts on the BAD lines), one process each."""
     out = {}
     for package, lines in parser_lines(SUITES).items():
-        try:
-            env_dir(package)
-        except ParserEnvError as e:
-            if os.environ.get("REQUIRE_PARSERS") == "1":
-                pytest.fail(f"{e} (REQUIRE_PARSERS=1)")
-            pytest.skip(str(e))
+        _need_env(package)
         bad = _bad_lines(lines)
         got = check_lines(package, lines + bad)
         out[package] = (got[: len(lines)], got[len(lines) :])
@@ -94,3 +108,45 @@ def test_the_real_parser_rejects_an_unknown_flag_and_a_bad_value(
     for v, (fw, words) in zip(bad, expected, strict=True):
         assert (v.framework, v.verdict) == (fw, "rejected"), v.describe()
         assert words in v.message, v.describe()
+
+
+@pytest.fixture(scope="module")
+def options() -> dict[str, frozenset[str]]:
+    """lab framework → its real parser's options (one more process per package)."""
+    for package in SERVED_BY:
+        _need_env(package)
+    return {**real_options("sglang"), **real_options("vllm")}
+
+
+def test_config_validation_knows_exactly_the_real_parsers_options(
+    options: dict[str, frozenset[str]],
+) -> None:
+    """An option the list lacks would fail a valid suite; an extra one would pass a bad one
+    (regenerate: `python -m lab.host.real_parsers write-flag-lists`)."""
+    assert options["sglang-srt"] == llm_flag_lists.SGLANG_SRT
+    assert options["vllm"] == llm_flag_lists.VLLM
+    # negations the parsers add (BooleanOptionalAction) count too
+    assert "--no-enable-tf32-matmul" in llm_flag_lists.SGLANG_SRT
+    assert "--gpu-memory-utilization" in llm_flag_lists.VLLM
+
+
+def test_reference_llm_speaks_sglangs_options(options: dict[str, frozenset[str]]) -> None:
+    """The lab's reference LLM server stands in for sglang-srt: every flag on its lines is one
+    sglang's launch_server has (e.g. --mem-fraction-static on its ladder), but the flag by which
+    the lab gives it an emulated card's size, which is the lab's own."""
+    used = {
+        flag_name(a)
+        for path in SUITES
+        for rungs in suite_command_lines(load_suite(path)).values()
+        for frameworks in rungs.values()
+        for a in frameworks.get("reference-llm", [])
+        if a.startswith("--")
+    }
+    assert "--mem-fraction-static" in used
+    assert used - {DEVICE_MEMORY_FLAG} <= options["sglang-srt"]
+
+
+def test_parser_environments_pin_the_versions_the_lab_speaks() -> None:
+    for package, version in (("sglang", SGLANG_VERSION), ("vllm", VLLM_VERSION)):
+        pins = (CHECKERS / f"{package}-requirements.txt").read_text().split()
+        assert f"{package}=={version}" in pins
