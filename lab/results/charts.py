@@ -12,8 +12,10 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from lab.results.changes import series_changes
 from lab.results.history import HistoryRow
 from lab.results.model import RunResults
+from lab.results.regression import comparable_series
 from lab.results.report_common import BUCKETS, OUTCOME_COLORS, bucket
 
 MAX_CASES = 24  # small multiples beyond this are unreadable; the tables still list every case
@@ -113,6 +115,19 @@ def latency_history(
                     linewidths=2,
                     zorder=3,
                 )
+            # the confirmed change points of the series `lab history --changes` prints
+            for change in series_changes(comparable_series(mine, fw)):
+                x = col[change.first_run_id]
+                ax.axvline(x, color="#ef6c00", linestyle=":", linewidth=1.4)
+                ax.annotate(
+                    f"{change.change_pct:+.0f} %",
+                    (x, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -10),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#ef6c00",
+                )
         if current_run in col:
             ax.axvline(col[current_run], color="#888888", linestyle="--", linewidth=0.8)
         ax.set_title(case_id, fontsize=9)
@@ -129,7 +144,10 @@ def latency_history(
         ax.legend(fontsize=7, loc="lower left")
     for k in range(len(cases), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
-    fig.suptitle("Latency per case over the history (red ring: regressed)", fontsize=11)
+    fig.suptitle(
+        "Latency per case over the history (red ring: regressed; orange dotted: change point)",
+        fontsize=11,
+    )
     return _png(fig)
 
 

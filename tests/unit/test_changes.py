@@ -114,3 +114,32 @@ def test_a_runner_fingerprint_change_is_reported(tmp_path) -> None:
     tonight.runner = {"gpu_name": "NVIDIA H100", "driver": "580.2", "kernel": "6.8"}
     detect(db, tonight)
     assert tonight.runner_changed == f"since {run_id_for(1)}: driver 570.1 -> 580.2"
+
+
+def test_the_latency_chart_marks_the_change_point_at_its_first_night(tmp_path, monkeypatch):
+    """report.html's latency chart draws the step of night 7 where `--changes` names it."""
+    from lab.results import charts
+
+    runs = _nights(tmp_path, lambda n: 1.3 if n >= 7 else 1.0)
+    drawn: list = []
+    real_png = charts._png
+    monkeypatch.setattr(charts, "_png", lambda fig: drawn.append(fig) or real_png(fig))
+    rows = case_history(tmp_path / "history.sqlite", "flux")
+    assert charts.latency_history(rows, ["flux"], runs[-1].run_id) is not None
+    (ax,) = [a for a in drawn[0].axes if a.get_visible()]
+    marked = [ln.get_xdata()[0] for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert marked == [6]  # the 7th night, counted from 0
+    assert any(t.get_text().startswith("+") and " %" in t.get_text() for t in ax.texts)
+
+
+def test_the_latency_chart_marks_nothing_for_one_slow_night(tmp_path, monkeypatch):
+    from lab.results import charts
+
+    runs = _nights(tmp_path, lambda n: 1.3 if n == 7 else 1.0)
+    drawn: list = []
+    real_png = charts._png
+    monkeypatch.setattr(charts, "_png", lambda fig: drawn.append(fig) or real_png(fig))
+    rows = case_history(tmp_path / "history.sqlite", "flux")
+    charts.latency_history(rows, ["flux"], runs[-1].run_id)
+    (ax,) = [a for a in drawn[0].axes if a.get_visible()]
+    assert [ln for ln in ax.lines if ln.get_linestyle() == ":"] == []
