@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPES = [
     {"size": f"{s}x{s}", "num_inference_steps": k}
     for s, k in ((64, 8), (64, 16), (96, 8), (96, 12), (128, 4), (128, 8), (64, 4), (96, 4),
-                 (128, 12), (64, 12))
+                 (128, 12), (64, 12), (192, 8), (256, 8))
 ]  # fmt: skip
 
 
@@ -191,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         **{k: v for k, v in test.items() if k != "fixed_5pct"},
         "fixed_5pct": test["fixed_5pct"],
         "change_point": change_point_rates(flat, judged, levels, args.window),
+        # what a case's latency is, to read the MDEs by: the median of its A/A nights' medians
+        "median_latency_s": {
+            case: round(statistics.median(statistics.median(f["samples"]) for f in aa), 4)
+            for case in sorted({f["case"] for f in flat})
+            for aa in [[f for f in flat if f["case"] == case and not f["slow_pct"]]]
+            if aa
+        },
     }
     write_json_atomic(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "mde_pct_median"}, indent=1))

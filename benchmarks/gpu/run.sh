@@ -58,10 +58,11 @@ case "$1" in
   h100-power)  # regression power on real nights (#29): 48 nights x 10 short reference-server
     # cases, a fresh server per night, 8 at once on the one GPU; 3/5/10 % step slowdowns. No
     # docker. Needs ruptures in .whl/. Writes regression_power_gpu.json (+ its log)
-    # POWER_BUDGET_S: start no night after it (default 400 s; less when device time is short)
+    # POWER_BUDGET_S: start no night after it (default 400 s; less when device time is short);
+    # POWER_CONCURRENCY (servers at once, default 8), POWER_CASES (of 12 shapes, default 10)
     budget=${POWER_BUDGET_S:-400}
     timeout $((budget + 120)) python3 benchmarks/regression_power_gpu.py --aa 30 --per-level 6 \
-      --cases 10 --concurrency 8 --budget-s "$budget" --out "$OUT/regression_power_gpu.json" \
+      --cases "${POWER_CASES:-10}" --concurrency "${POWER_CONCURRENCY:-8}" --budget-s "$budget" --out "$OUT/regression_power_gpu.json" \
       >"$OUT/h100-power.log" 2>&1; tail -n 40 "$OUT/h100-power.log" ;;
   h100-colocate)  # GPU sharing (#30): the 12-case gpu-colocate suite alone (no history: every
     # case exclusive; its peaks are the history), then co-located by the learned estimates, same
