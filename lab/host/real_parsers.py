@@ -51,7 +51,7 @@ class Verdict:
     rung: str
     framework: str
     argv: list[str]
-    verdict: str  # accepted | rejected | error (check_<package>.py's docstring says which)
+    verdict: str  # accepted | rejected | unverified | error (parser_check.py says what each means)
     message: str
 
     def describe(self) -> str:
